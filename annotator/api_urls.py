@@ -1,0 +1,25 @@
+"""REST API routes under /api/."""
+
+from __future__ import annotations
+
+from django.urls import path
+
+from annotator import api
+
+urlpatterns = [
+    path("projects/", api.project_list, name="api_projects"),
+    path("projects/<slug:slug>/", api.project_detail, name="api_project"),
+    path("projects/<slug:slug>/videos/", api.videos, name="api_videos"),
+    path("projects/<slug:slug>/videos/<int:pk>/", api.video_detail, name="api_video"),
+    path(
+        "projects/<slug:slug>/videos/<int:pk>/clips/",
+        api.video_clips,
+        name="api_video_clips",
+    ),
+    path("projects/<slug:slug>/labels/", api.labels, name="api_labels"),
+    path(
+        "projects/<slug:slug>/labels/<int:label_id>/",
+        api.label_detail,
+        name="api_label",
+    ),
+]

@@ -1,0 +1,118 @@
+"""Figures for the project dashboard and the video page."""
+
+from __future__ import annotations
+
+from django.db.models import Count, Q
+
+from annotator.models import ClipStatus, Project, Video, VideoStatus
+from annotator.proposals import is_random_model
+from training.ml.segments import merge_segments
+
+BUSY = (VideoStatus.QUEUED, VideoStatus.PROCESSING)
+
+
+def summary(project: Project) -> dict:
+    videos = list(
+        project.videos.annotate(n_clips=Count("clips")).order_by("-created_at")
+    )
+    clips = project_clip_counts(project)
+    labels = project.labels.filter(is_active=True).annotate(
+        n_clips=Count("clips", filter=Q(clips__status=ClipStatus.ACCEPTED))
+    )
+    return {
+        "videos": videos,
+        "labels": labels,
+        "clip_counts": clips,
+        "busy": any(v.status in BUSY for v in videos),
+        "random_model": is_random_model(project.clip_model_name),
+    }
+
+
+def project_clip_counts(project: Project) -> dict:
+    counts = dict(
+        project.videos.values_list("clips__status")
+        .annotate(n=Count("clips"))
+        .values_list("clips__status", "n")
+    )
+    total = sum(n for s, n in counts.items() if s)
+    labeled = counts.get(ClipStatus.ACCEPTED, 0) + counts.get(ClipStatus.REJECTED, 0)
+    return {"total": total, "labeled": labeled, "unlabeled": total - labeled}
+
+
+def _bars(video: Video, segs) -> list[dict]:
+    duration = video.duration or 1.0
+    return [
+        {
+            "label": s["label"],
+            "start": s["start"],
+            "end": s["end"],
+            "confidence": s["confidence"],
+            "left": 100.0 * s["start"] / duration,
+            "width": max(100.0 * (s["end"] - s["start"]) / duration, 0.5),
+        }
+        for s in segs
+    ]
+
+
+def proposed_segments(video: Video) -> list[dict]:
+    rows = video.segments.filter(source="proposed").select_related("label")
+    return _bars(
+        video,
+        [
+            {
+                "label": r.label,
+                "start": r.start_s,
+                "end": r.end_s,
+                "confidence": r.confidence,
+            }
+            for r in rows
+        ],
+    )
+
+
+def confirmed_segments(video: Video) -> list[dict]:
+    clips = list(
+        video.clips.filter(status=ClipStatus.ACCEPTED)
+        .select_related("label")
+        .order_by("start_s")
+    )
+    labels = {c.label_id: c.label for c in clips}
+    merged = merge_segments(
+        [c.start_s for c in clips],
+        [c.end_s for c in clips],
+        [c.label_id for c in clips],
+        [1.0] * len(clips),
+    )
+    # Clips that are not neighbours must not merge across a gap.
+    return _bars(
+        video,
+        [
+            {
+                "label": labels[s.label],
+                "start": s.start,
+                "end": s.end,
+                "confidence": 1.0,
+            }
+            for s in merged
+        ],
+    )
+
+
+def video_context(video: Video) -> dict:
+    proposed = proposed_segments(video)
+    has_proposals = (
+        bool(proposed) or video.clips.filter(proposals__isnull=False).exists()
+    )
+    settled = video.is_done and (
+        video.status != VideoStatus.READY
+        or has_proposals
+        or bool(video.proposal_error)
+        or not video.project.labels.exists()
+    )
+    return {
+        "proposed": proposed,
+        "confirmed": confirmed_segments(video),
+        "n_clips": video.clips.count(),
+        "settled": settled,
+        "random_model": is_random_model(video.project.clip_model_name),
+    }

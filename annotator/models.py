@@ -1,0 +1,438 @@
+"""Projects, labels, videos, clips, proposals and human decisions.
+
+Single-row state changes live on the models (``Clip.accept``); workflows that
+touch several models live in ``annotator.services``.
+"""
+
+from __future__ import annotations
+
+import traceback as tb
+from pathlib import Path
+
+from django.conf import settings
+from django.db import models
+from django.utils import timezone
+from django.utils.text import slugify
+
+
+class Strategy(models.TextChoices):
+    """Active-learning strategies; the values match ``annotator.active.Strategy``."""
+
+    ENTROPY = "entropy", "Uncertainty: entropy"
+    MARGIN = "margin", "Uncertainty: margin"
+    LEAST_CONFIDENCE = "least_confidence", "Uncertainty: least confidence"
+    KCENTER = "kcenter", "Diversity: k-center"
+    BALANCED = "balanced", "Class-balanced uncertainty"
+    RANDOM = "random", "Random"
+
+
+class Role(models.TextChoices):
+    ADMIN = "admin", "Admin"
+    REVIEWER = "reviewer", "Reviewer"
+    ANNOTATOR = "annotator", "Annotator"
+
+
+class Project(models.Model):
+    name = models.CharField(max_length=200)
+    slug = models.SlugField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="projects"
+    )
+    clip_model = models.CharField(
+        max_length=500,
+        blank=True,
+        help_text="Hugging Face id or local folder of a CLIP model; "
+        "blank uses HARWEB_CLIP_MODEL.",
+    )
+    window_s = models.FloatField(default=2.0, help_text="Clip length in seconds.")
+    stride_s = models.FloatField(default=1.0, help_text="Seconds between clip starts.")
+    sample_fps = models.FloatField(default=4.0, help_text="Frames sampled per second.")
+    frames_per_clip = models.PositiveSmallIntegerField(default=8)
+    background_threshold = models.FloatField(
+        default=0.0,
+        help_text="A clip whose best label probability is below this is "
+        "proposed as background (no action).",
+    )
+    strategy = models.CharField(
+        max_length=32, choices=Strategy.choices, default=Strategy.ENTROPY
+    )
+    retrain_min_labels = models.PositiveIntegerField(
+        default=20, help_text="New confirmed labels that trigger a training run."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def save(self, *args, **kwargs):
+        if not self.slug:
+            self.slug = slugify(self.name)[:200] or "project"
+        super().save(*args, **kwargs)
+
+    @property
+    def clip_model_name(self) -> str:
+        return self.clip_model or settings.HARWEB_CLIP_MODEL
+
+    def role_of(self, user) -> str | None:
+        if not user.is_authenticated:
+            return None
+        m = self.memberships.filter(user=user).first()
+        return m.role if m else None
+
+
+class Membership(models.Model):
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="memberships"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.ANNOTATOR)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "user"], name="one_role_per_user"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} – {self.project} ({self.role})"
+
+
+class ActionLabel(models.Model):
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="labels"
+    )
+    name = models.CharField(max_length=100)
+    prompt = models.CharField(
+        max_length=300, blank=True, help_text="Text for CLIP; blank uses the name."
+    )
+    color = models.CharField(max_length=7, default="#4e79a7")
+    hotkey = models.CharField(max_length=1, blank=True)
+    is_active = models.BooleanField(default=True)
+    merged_into = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="merged"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["project", "name"], name="unique_label_name"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def prompt_text(self) -> str:
+        return self.prompt or self.name
+
+
+class LabelChange(models.Model):
+    """History of renames, prompt edits and merges, so nothing is lost."""
+
+    label = models.ForeignKey(
+        ActionLabel, on_delete=models.CASCADE, related_name="history"
+    )
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    action = models.CharField(max_length=32)
+    before = models.JSONField(default=dict)
+    after = models.JSONField(default=dict)
+    at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-at"]
+
+
+class VideoStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    PROCESSING = "processing", "Processing"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+    REJECTED = "rejected", "Rejected"
+
+
+def _upload_to(instance: Video, filename: str) -> str:
+    # The user's filename is never a path: only a cleaned extension survives.
+    suffix = Path(filename).suffix.lower()
+    suffix = suffix if suffix[1:].isalnum() and len(suffix) <= 6 else ""
+    return (
+        f"videos/{instance.project_id}/{timezone.now():%Y%m%d}/{instance.token}{suffix}"
+    )
+
+
+class Video(models.Model):
+    project = models.ForeignKey(
+        Project, on_delete=models.CASCADE, related_name="videos"
+    )
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL
+    )
+    token = models.CharField(max_length=32, unique=True, editable=False)
+    original_name = models.CharField(max_length=255)
+    size_bytes = models.BigIntegerField(default=0)
+    original = models.FileField(upload_to=_upload_to, max_length=500, blank=True)
+    proxy = models.FileField(max_length=500, blank=True)
+    poster = models.FileField(max_length=500, blank=True)
+    frames_file = models.CharField(max_length=500, blank=True)
+    duration = models.FloatField(null=True, blank=True)
+    fps = models.FloatField(null=True, blank=True)
+    frame_count = models.PositiveIntegerField(null=True, blank=True)
+    width = models.PositiveIntegerField(null=True, blank=True)
+    height = models.PositiveIntegerField(null=True, blank=True)
+    rotation = models.SmallIntegerField(default=0)
+    time_base = models.CharField(max_length=32, blank=True)
+    start_time = models.FloatField(default=0.0)
+    video_codec = models.CharField(max_length=32, blank=True)
+    container = models.CharField(max_length=64, blank=True)
+    status = models.CharField(
+        max_length=16, choices=VideoStatus.choices, default=VideoStatus.QUEUED
+    )
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    progress = models.FloatField(default=0.0)
+    progress_message = models.CharField(max_length=200, blank=True)
+    proposal_error = models.TextField(blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    processed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+    def save(self, *args, **kwargs):
+        if not self.token:
+            import secrets
+
+            self.token = secrets.token_hex(16)
+        super().save(*args, **kwargs)
+
+    @property
+    def is_done(self) -> bool:
+        return self.status in (
+            VideoStatus.READY,
+            VideoStatus.FAILED,
+            VideoStatus.REJECTED,
+        )
+
+    def claim(self) -> bool:
+        """Move QUEUED -> PROCESSING; False when another worker has it."""
+        n = Video.objects.filter(pk=self.pk, status=VideoStatus.QUEUED).update(
+            status=VideoStatus.PROCESSING,
+            progress=0.0,
+            error="",
+            traceback="",
+            heartbeat_at=timezone.now(),
+        )
+        return n == 1
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        # A plain UPDATE so that progress shows while the task still runs.
+        Video.objects.filter(pk=self.pk).update(
+            progress=max(0.0, min(1.0, fraction)),
+            progress_message=message[:200],
+            heartbeat_at=timezone.now(),
+        )
+
+    def fail(self, exc: BaseException) -> None:
+        Video.objects.filter(pk=self.pk).update(
+            status=VideoStatus.FAILED,
+            error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
+            traceback="".join(tb.format_exception(exc)),
+        )
+
+    def frames_path(self) -> Path:
+        return Path(settings.MEDIA_ROOT) / "frames" / f"{self.pk}.npz"
+
+
+class ClipStatus(models.TextChoices):
+    PENDING = "pending", "Waiting for proposals"
+    PROPOSED = "proposed", "Proposed"
+    ACCEPTED = "accepted", "Labeled"
+    REJECTED = "rejected", "None of these"
+    SKIPPED = "skipped", "Skipped"
+
+
+class Clip(models.Model):
+    video = models.ForeignKey(Video, on_delete=models.CASCADE, related_name="clips")
+    index = models.PositiveIntegerField()
+    start_s = models.FloatField()
+    end_s = models.FloatField()
+    start_frame = models.PositiveIntegerField()
+    end_frame = models.PositiveIntegerField()
+    # Indices into the video's sampled-frame grid (shared by overlapping clips).
+    frame_indices = models.JSONField(default=list)
+    status = models.CharField(
+        max_length=16, choices=ClipStatus.choices, default=ClipStatus.PENDING
+    )
+    label = models.ForeignKey(
+        ActionLabel,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="clips",
+    )
+    labeled_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    labeled_at = models.DateTimeField(null=True, blank=True)
+    claimed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    claimed_until = models.DateTimeField(null=True, blank=True)
+    # Uncertainty of the live model's proposal, for fast queue ordering.
+    top_prob = models.FloatField(null=True, blank=True)
+    informativeness = models.FloatField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["video_id", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["video", "index"], name="unique_clip_index")
+        ]
+        indexes = [models.Index(fields=["status", "informativeness"])]
+
+    def __str__(self) -> str:
+        return f"{self.video} [{self.start_s:.1f}–{self.end_s:.1f}s]"
+
+    @property
+    def is_labeled(self) -> bool:
+        return self.status in (ClipStatus.ACCEPTED, ClipStatus.REJECTED)
+
+
+class Proposal(models.Model):
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="proposals")
+    label = models.ForeignKey(
+        ActionLabel, null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    rank = models.PositiveSmallIntegerField()
+    score = models.FloatField(help_text="Logit.")
+    probability = models.FloatField()
+    model_tag = models.CharField(max_length=100)
+    model_version = models.ForeignKey(
+        "training.ModelVersion", null=True, blank=True, on_delete=models.SET_NULL
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["clip_id", "rank"]
+        indexes = [models.Index(fields=["clip", "rank"])]
+
+
+class SegmentSource(models.TextChoices):
+    PROPOSED = "proposed", "Proposed"
+    CONFIRMED = "confirmed", "Confirmed"
+
+
+class Segment(models.Model):
+    video = models.ForeignKey(Video, on_delete=models.CASCADE, related_name="segments")
+    label = models.ForeignKey(ActionLabel, on_delete=models.CASCADE, related_name="+")
+    start_s = models.FloatField()
+    end_s = models.FloatField()
+    confidence = models.FloatField(default=1.0)
+    source = models.CharField(max_length=16, choices=SegmentSource.choices)
+    model_tag = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        ordering = ["video_id", "start_s"]
+
+
+class Decision(models.TextChoices):
+    ACCEPT = "accept", "Accepted proposal"
+    CORRECT = "correct", "Corrected label"
+    REJECT = "reject", "None of these"
+    SKIP = "skip", "Skipped"
+    REVIEW = "review", "Second opinion"
+
+
+class Annotation(models.Model):
+    """One human decision on a clip; undone decisions are kept, marked."""
+
+    clip = models.ForeignKey(Clip, on_delete=models.CASCADE, related_name="annotations")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    decision = models.CharField(max_length=16, choices=Decision.choices)
+    label = models.ForeignKey(
+        ActionLabel, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    previous = models.JSONField(default=dict, help_text="Clip state before, for undo.")
+    start_s = models.FloatField(null=True, blank=True)
+    end_s = models.FloatField(null=True, blank=True)
+    duration_ms = models.PositiveIntegerField(default=0)
+    agrees = models.BooleanField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    undone_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["user", "created_at"])]
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Job(models.Model):
+    """A project-wide background job (re-scoring), with progress for the UI."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="jobs")
+    kind = models.CharField(max_length=32)
+    status = models.CharField(
+        max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED
+    )
+    progress = models.FloatField(default=0.0)
+    message = models.CharField(max_length=200, blank=True)
+    error = models.TextField(blank=True)
+    traceback = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def claim(self) -> bool:
+        n = Job.objects.filter(pk=self.pk, status=JobStatus.QUEUED).update(
+            status=JobStatus.RUNNING
+        )
+        return n == 1
+
+    def set_progress(self, fraction: float, message: str = "") -> None:
+        Job.objects.filter(pk=self.pk).update(progress=fraction, message=message[:200])
+
+    def finish(self, exc: BaseException | None = None) -> None:
+        fields = {"finished_at": timezone.now()}
+        if exc is None:
+            fields.update(status=JobStatus.SUCCEEDED, progress=1.0)
+        else:
+            fields.update(
+                status=JobStatus.FAILED,
+                error=(str(exc).splitlines() or [type(exc).__name__])[0][:500],
+                traceback="".join(tb.format_exception(exc)),
+            )
+        Job.objects.filter(pk=self.pk).update(**fields)
