@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 from django.db import transaction
 from django.utils import timezone
 
@@ -60,7 +61,8 @@ def clip_rows(video: Video, frames: media.SampledFrames, duration: float) -> lis
         idx = media.clip_frame_indices(
             frames.times, start, end, project.frames_per_clip
         )
-        end_frame = media.frame_at(frames.frame_times, max(start, end - 1e-6))
+        # The last frame that starts before the window ends (half-open [s, e)).
+        end_frame = int(np.searchsorted(frames.frame_times, end - 1e-6)) - 1
         rows.append(
             Clip(
                 video=video,
@@ -68,7 +70,7 @@ def clip_rows(video: Video, frames: media.SampledFrames, duration: float) -> lis
                 start_s=round(start, 6),
                 end_s=round(end, 6),
                 start_frame=media.frame_at(frames.frame_times, start),
-                end_frame=min(end_frame, last_frame),
+                end_frame=min(max(end_frame, 0), last_frame),
                 frame_indices=[int(x) for x in idx],
                 status=ClipStatus.PENDING,
             )

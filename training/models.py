@@ -7,6 +7,7 @@ import traceback as tb
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
+from django.utils import timezone
 
 from annotator.models import Project
 
@@ -92,6 +93,7 @@ class TrainingRun(models.Model):
     error = models.TextField(blank=True)
     traceback = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     version = models.ForeignKey(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -117,9 +119,32 @@ class TrainingRun(models.Model):
     def is_active(self) -> bool:
         return self.status in ACTIVE_RUN_STATUSES
 
-    def fail(self, exc: BaseException) -> None:
-        from django.utils import timezone
+    def claim(self) -> bool:
+        """QUEUED -> RUNNING; False when cancelled or taken by another worker."""
+        now = timezone.now()
+        n = TrainingRun.objects.filter(pk=self.pk, status=RunStatus.QUEUED).update(
+            status=RunStatus.RUNNING, started_at=now, heartbeat_at=now
+        )
+        return n == 1
 
+    def set_progress(self, fraction: float, message: str = "", **fields) -> None:
+        TrainingRun.objects.filter(pk=self.pk).update(
+            progress=max(0.0, min(1.0, fraction)),
+            progress_message=message[:200],
+            heartbeat_at=timezone.now(),
+            **fields,
+        )
+
+    def append_log(self, line: str) -> None:
+        self.log += f"{timezone.now():%H:%M:%S} {line}\n"
+        TrainingRun.objects.filter(pk=self.pk).update(log=self.log)
+
+    def finish(self, status: str, **fields) -> None:
+        TrainingRun.objects.filter(pk=self.pk).update(
+            status=status, finished_at=timezone.now(), **fields
+        )
+
+    def fail(self, exc: BaseException) -> None:
         TrainingRun.objects.filter(pk=self.pk).update(
             status=RunStatus.FAILED,
             error=(str(exc).splitlines() or [type(exc).__name__])[0][:500],
