@@ -1,0 +1,102 @@
+"""A real Celery worker process on real Redis and PostgreSQL ingests a video.
+
+Run with DATABASE_URL=postgres://... and REDIS_URL=redis://... (as .ci/run does);
+skipped otherwise, and required under HARWEB_REQUIRE_SERVICES=1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+from django.db import connection
+
+from annotator.ingest import ingest_upload
+from annotator.models import Video, VideoStatus
+from tests import videos
+from tests.conftest import need
+
+pytestmark = [pytest.mark.services, pytest.mark.django_db(transaction=True)]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def services():
+    need(connection.vendor == "postgresql", "PostgreSQL (set DATABASE_URL)")
+    need(bool(settings.REDIS_URL), "Redis (set REDIS_URL)")
+    import redis
+
+    client = redis.Redis.from_url(settings.REDIS_URL)
+    try:
+        client.ping()
+    except redis.ConnectionError:
+        need(False, f"Redis at {settings.REDIS_URL}")
+    client.flushdb()  # no stale messages from an earlier run
+    from harweb.celery import app
+
+    app.conf.task_always_eager = False
+    return client
+
+
+def _worker_env(media_root: Path) -> dict:
+    db = connection.settings_dict
+    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+    env = dict(os.environ)
+    env.update(
+        DATABASE_URL=url,
+        REDIS_URL=settings.REDIS_URL,
+        HARWEB_MEDIA_ROOT=str(media_root),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def worker(services, _media_root, tmp_path):
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    cmd = [sys.executable, "-m", "celery", "-A", "harweb", "worker",
+           "-Q", "celery,gpu", "--pool=solo", "-l", "info", "-n", "test@%h"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=_worker_env(_media_root),
+                            stdout=log, stderr=subprocess.STDOUT)
+    yield proc
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    log.close()
+
+
+def _wait_for(predicate, timeout: float, what: str, log: Path):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.25)
+    pytest.fail(f"timed out waiting for {what}; worker log:\n{log.read_text()[-3000:]}")
+
+
+def test_worker_ingests_a_video_end_to_end(worker, project, tmp_path):
+    path = videos.testsrc(tmp_path / "e2e.mp4", seconds=4)
+    video = ingest_upload(project, path, name="e2e.mp4")  # queued on commit
+    assert video.status == VideoStatus.QUEUED
+
+    def ready():
+        v = Video.objects.get(pk=video.pk)
+        return v.status in (VideoStatus.READY, VideoStatus.FAILED) and (
+            v.progress_message == "Done"
+        )
+
+    _wait_for(ready, 120, "the worker to process the video", tmp_path / "worker.log")
+    video.refresh_from_db()
+    assert video.status == VideoStatus.READY, video.traceback
+    assert video.clips.count() == 3
+    assert video.proposal_error == ""
+    assert video.segments.exists()
