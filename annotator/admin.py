@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from annotator.models import (
     ActionLabel,
@@ -34,6 +34,18 @@ class ProjectAdmin(admin.ModelAdmin):
     prepopulated_fields = {"slug": ["name"]}
     inlines = [MembershipInline, LabelInline]
     search_fields = ["name", "slug"]
+    actions = ["retrain_now"]
+
+    @admin.action(description="Retrain now")
+    def retrain_now(self, request, queryset):
+        from training.pipeline import start_run
+
+        for project in queryset:
+            run = start_run(project, reason="admin", user=request.user)
+            if run is None:
+                messages.warning(request, f"{project}: a run is already going.")
+            else:
+                messages.success(request, f"{project}: training run {run.pk} queued.")
 
 
 @admin.register(Video)

@@ -64,6 +64,16 @@ def demo_videos(tmp_path_factory):
     return make_demo_videos(tmp_path_factory.mktemp("demo"), count=4, seed=1)
 
 
+@pytest.fixture(scope="session")
+def plain_demo_videos(tmp_path_factory):
+    """Stick figures that differ only in pose and motion (see make_demo_videos)."""
+    from annotator.demo_videos import make_demo_videos
+
+    return make_demo_videos(
+        tmp_path_factory.mktemp("plain"), count=8, seed=1, vary_look=False
+    )
+
+
 @pytest.fixture
 def user(django_user_model):
     return django_user_model.objects.create_user("ann", password="pw-ann-123")

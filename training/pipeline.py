@@ -19,17 +19,20 @@ from annotator.services import queue_repropose
 from annotator.storage import media_path
 from harweb.queueing import enqueue
 from training import deploy
-from training.ml import artifacts, metrics, splits
+from training.ml import artifacts, metrics, splits, zeroshot
 from training.ml.temporal import TemporalHeadConfig
-from training.ml.train import TrainConfig, TrainProgress, train_head
+from training.ml.train import TrainConfig, TrainProgress, predict, train_head
 from training.models import ModelVersion, RunStatus, TrainingRun
 
 log = logging.getLogger(__name__)
 HELDOUT_FRACTION = 0.2
+MIN_HELDOUT_FOR_STOPPING = 20
 STALE_AFTER = timedelta(minutes=10)
 
 
-def start_run(project: Project, *, reason: str, user=None) -> TrainingRun | None:
+def start_run(
+    project: Project, *, reason: str, user=None, queue: bool = True
+) -> TrainingRun | None:
     """Queue a run unless one is already queued or running (DB-enforced)."""
     try:
         with transaction.atomic():
@@ -41,9 +44,10 @@ def start_run(project: Project, *, reason: str, user=None) -> TrainingRun | None
             )
     except IntegrityError:
         return None
-    from training.tasks import train_task
+    if queue:
+        from training.tasks import train_task
 
-    enqueue(train_task, run.pk)
+        enqueue(train_task, run.pk)
     return run
 
 
@@ -144,17 +148,28 @@ def run_training(run: TrainingRun, train_config: TrainConfig | None = None) -> N
         heads=_heads_for(loaded.embed_dim),
         init_logit_scale=loaded.logit_scale,
     )
+    # Too few held-out clips make a noisy early-stopping signal: then train on
+    # the training loss alone and only measure on the held-out clips.
+    watch = len(held_idx) >= MIN_HELDOUT_FOR_STOPPING
+    vx, vy = (data.x[held_idx], data.y[held_idx]) if watch else (None, None)
     result = train_head(
         data.x[train_idx],
         data.y[train_idx],
-        data.x[held_idx],
-        data.y[held_idx],
+        vx,
+        vy,
         text,
         hc,
         tc,
         label_names=names,
         callback=_callback(run, tc.epochs),
     )
+    held_x, held_y = data.x[held_idx], data.y[held_idx]
+    if not watch and len(held_idx):
+        result.metrics = metrics.evaluate(predict(result.head, held_x), held_y, names)
+        zs = zeroshot.score(
+            zeroshot.clip_features_mean(held_x), text, hc.init_logit_scale
+        )
+        result.zero_shot_metrics = metrics.evaluate(zs, held_y, names)
     run.set_progress(0.92, "Evaluating against the live model")
     live, live_metrics = _live_metrics(project, loaded, data, text, held_idx, names)
     report = {

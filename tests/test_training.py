@@ -1,0 +1,154 @@
+"""Fine-tuning from confirmed labels: versions, promotion, pictures, failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from django.db import IntegrityError
+from django.utils import timezone
+
+from annotator import proposals
+from annotator.demo_videos import ACTION_PROMPTS
+from annotator.ingest import ingest_upload
+from annotator.labels import create_label
+from annotator.models import Clip, ClipStatus, Membership, Project, Role
+from annotator.services import run_video_pipeline
+from training import pipeline
+from training.deploy import scorer_for_version
+from training.ml import artifacts
+from training.ml.train import TrainConfig
+from training.models import RunStatus, TrainingRun
+from training.tasks import train_task
+
+pytestmark = pytest.mark.django_db
+FAST = TrainConfig(epochs=8, batch_size=16, patience=0, seed=0)
+
+
+def _clean_label(clip, segments) -> str | None:
+    """The action covering the whole clip, or None if it straddles two."""
+    for start, end, action in segments:
+        if start - 1e-6 <= clip.start_s and clip.end_s <= end + 1e-6:
+            return action
+    return None
+
+
+@pytest.fixture
+def stick_project(user, tiny_clip_dir, plain_demo_videos):
+    project = Project.objects.create(
+        name="Sticks", slug="sticks", clip_model=str(tiny_clip_dir)
+    )
+    Membership.objects.create(project=project, user=user, role=Role.ADMIN)
+    labels = {n: create_label(project, n, p) for n, p in ACTION_PROMPTS.items()}
+    truth = {}
+    for demo in plain_demo_videos:
+        video = ingest_upload(project, demo.path, name=demo.path.name, queue=False)
+        assert video.claim()
+        run_video_pipeline(video)
+        for clip in video.clips.all():
+            action = _clean_label(clip, demo.segments)
+            if action:
+                truth[clip.pk] = labels[action]
+    return project, truth
+
+
+def _confirm(clips, truth, user) -> None:
+    for clip in clips:
+        Clip.objects.filter(pk=clip.pk).update(
+            status=ClipStatus.ACCEPTED,
+            label=truth[clip.pk],
+            labeled_by=user,
+            labeled_at=timezone.now(),
+        )
+
+
+def _run(project, config=FAST) -> TrainingRun:
+    run = pipeline.start_run(project, reason="test", queue=False)
+    assert run.claim()
+    try:
+        pipeline.run_training(run, config)
+    except Exception as exc:
+        run.fail(exc)
+    run.refresh_from_db()
+    return run
+
+
+def test_run_records_metrics_pictures_and_checksum(stick_project, user, client_in):
+    project, truth = stick_project
+    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    run = _run(project)
+    assert run.status == RunStatus.SUCCEEDED, run.traceback
+    m = run.metrics
+    assert {"top1", "top5", "macro_f1", "per_label_recall", "confusion"} <= set(
+        m["model"]
+    )
+    assert m["zero_shot"]["n"] == m["n_heldout"] > 0
+    resp = client_in.get(f"/p/sticks/models/v{run.version.number}/confusion.png")
+    assert resp.status_code == 200 and resp["Content-Type"] == "image/png"
+    page = client_in.get(f"/p/sticks/models/v{run.version.number}/")
+    assert b"Held-out clips" in page.content
+    assert client_in.get(f"/p/sticks/runs/{run.pk}/").status_code == 200
+
+
+def test_corrupt_artifact_refuses_to_load(stick_project, user):
+    project, truth = stick_project
+    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    version = _run(project).version
+    weights = Path(version.artifact_dir) / "model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    with pytest.raises(artifacts.ArtifactCorrupt):
+        artifacts.load_version(version.artifact_dir, expected_checksum=version.checksum)
+
+
+def test_no_labels_fails_with_a_reason(project):
+    run = _run(project)
+    assert run.status == RunStatus.FAILED
+    assert run.error
+    assert not project.model_versions.exists()
+
+
+def test_one_active_run_per_project_in_the_database(project):
+    TrainingRun.objects.create(project=project)
+    assert pipeline.start_run(project, reason="test", queue=False) is None
+    with pytest.raises(IntegrityError):
+        TrainingRun.objects.create(project=project, status=RunStatus.RUNNING)
+
+
+def test_killed_run_is_failed_by_the_check_and_a_new_one_starts(project):
+    run = TrainingRun.objects.create(project=project, status=RunStatus.RUNNING)
+    old = timezone.now() - pipeline.STALE_AFTER * 2
+    TrainingRun.objects.filter(pk=run.pk).update(heartbeat_at=old)
+    project.retrain_min_labels = 0
+    project.save()
+    started = pipeline.check_projects()
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and "worker stopped" in run.error
+    assert len(started) == 1
+
+
+def test_cancel_stops_a_queued_run(project):
+    run = pipeline.start_run(project, reason="test", queue=False)
+    pipeline.cancel_run(run)
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+    train_task.apply(args=(run.pk,))  # a late message does nothing
+    run.refresh_from_db()
+    assert run.status == RunStatus.CANCELLED
+
+
+def test_new_label_after_training_gets_zero_shot_weights(stick_project, user):
+    project, truth = stick_project
+    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    version = _run(project).version
+    create_label(project, "kicking", "a person kicking")
+    labels = proposals.project_labels(project)
+    loaded = proposals.load_project_clip(project)
+    text = proposals.text_embeddings(loaded, [lab.prompt_text for lab in labels])
+    scorer = scorer_for_version(version, loaded, labels, text)
+    clip = Clip.objects.filter(pk__in=truth).first()
+    x = proposals.clip_embeddings(
+        [clip], proposals.frame_embeddings(clip.video, loaded)
+    )
+    assert scorer.logits(x).shape == (1, 6)
