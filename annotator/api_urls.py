@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotator import api
+from annotator import api, review_api
 
 urlpatterns = [
     path("projects/", api.project_list, name="api_projects"),
@@ -22,4 +22,15 @@ urlpatterns = [
         api.label_detail,
         name="api_label",
     ),
+    path(
+        "projects/<slug:slug>/queue/next",
+        review_api.queue_next,
+        name="api_queue_next",
+    ),
+    path(
+        "projects/<slug:slug>/clips/<int:pk>/decision",
+        review_api.clip_decision,
+        name="api_clip_decision",
+    ),
+    path("projects/<slug:slug>/undo", review_api.undo, name="api_undo"),
 ]

@@ -1,17 +1,21 @@
 """Projects, labels, videos, clips, proposals and human decisions.
 
 Single-row state changes live on the models (``Clip.accept``); workflows that
-touch several models live in ``annotator.services``.
+touch several models live in ``annotator.services`` and ``annotator.review``.
 """
 
 from __future__ import annotations
 
+import math
 import traceback as tb
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
+from django.db.models import Q
 from django.utils import timezone
+from django.utils.functional import cached_property
 from django.utils.text import slugify
 
 
@@ -268,6 +272,31 @@ class ClipStatus(models.TextChoices):
     SKIPPED = "skipped", "Skipped"
 
 
+# Clips waiting for a first decision, and clips that carry one.
+UNLABELED = (ClipStatus.PROPOSED,)
+LABELED = (ClipStatus.ACCEPTED, ClipStatus.REJECTED)
+# The longest decision time kept; a tab left open overnight is not a signal.
+MAX_DURATION_MS = 24 * 3600 * 1000
+
+
+class DecisionError(ValueError):
+    """A decision that cannot be recorded as sent (HTTP 400)."""
+
+    status_code = 400
+
+
+class ClipConflict(DecisionError):
+    """The clip is not (or no longer) this user's to decide (HTTP 409)."""
+
+    status_code = 409
+
+
+def claim_free(user, now=None) -> Q:
+    """Clips ``user`` may claim: unclaimed, claim expired, or already theirs."""
+    now = now or timezone.now()
+    return Q(claimed_by__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=user)
+
+
 class Clip(models.Model):
     video = models.ForeignKey(Video, on_delete=models.CASCADE, related_name="clips")
     index = models.PositiveIntegerField()
@@ -320,6 +349,257 @@ class Clip(models.Model):
     @property
     def is_labeled(self) -> bool:
         return self.status in (ClipStatus.ACCEPTED, ClipStatus.REJECTED)
+
+    # --- claims --------------------------------------------------------------
+
+    def claim_for(
+        self, user, *, statuses=UNLABELED, seconds: int | None = None
+    ) -> bool:
+        """Atomically claim (or renew) the clip for ``user``; False if taken.
+
+        One conditional UPDATE: of two users racing for the same clip exactly
+        one matches the WHERE clause, so nobody ever shares a clip.
+        """
+        now = timezone.now()
+        until = now + timedelta(seconds=seconds or settings.HARWEB_CLAIM_SECONDS)
+        n = Clip.objects.filter(
+            claim_free(user, now), pk=self.pk, status__in=statuses
+        ).update(claimed_by=user, claimed_until=until)
+        if n:
+            self.claimed_by, self.claimed_until = user, until
+        return n == 1
+
+    def release(self, user) -> bool:
+        """Give the clip back to the pool if ``user`` holds it."""
+        n = Clip.objects.filter(pk=self.pk, claimed_by=user).update(
+            claimed_by=None, claimed_until=None
+        )
+        if n:
+            self.claimed_by, self.claimed_until = None, None
+        return n == 1
+
+    def is_claimed_by(self, user) -> bool:
+        return self.claimed_by_id == user.pk
+
+    # --- decisions -----------------------------------------------------------
+
+    @cached_property
+    def top_proposal(self) -> Proposal | None:
+        """The live model's first proposal (rank 0) with its label, if any."""
+        return self.proposals.filter(rank=0).select_related("label").first()
+
+    @property
+    def top_label_id(self) -> int | None:
+        top = self.top_proposal
+        return top.label_id if top is not None else None
+
+    def snapshot(self) -> dict:
+        """The decided state, as kept in ``Annotation.previous`` for undo."""
+        return {
+            "status": self.status,
+            "label_id": self.label_id,
+            "labeled_by_id": self.labeled_by_id,
+            "labeled_at": self.labeled_at.isoformat() if self.labeled_at else None,
+            "start_s": self.start_s,
+            "end_s": self.end_s,
+        }
+
+    def restore(self, previous: dict) -> None:
+        """Put back a ``snapshot()`` (in memory; the caller saves)."""
+        from django.utils.dateparse import parse_datetime
+
+        self.status = previous["status"]
+        self.label_id = previous["label_id"]
+        self.labeled_by_id = previous["labeled_by_id"]
+        at = previous["labeled_at"]
+        self.labeled_at = parse_datetime(at) if at else None
+        self.start_s = previous["start_s"]
+        self.end_s = previous["end_s"]
+
+    def checked_edges(
+        self, start_s: float | None, end_s: float | None
+    ) -> tuple[float, float]:
+        """New clip edges (unchanged where None); DecisionError when invalid."""
+        start = self.start_s if start_s is None else float(start_s)
+        end = self.end_s if end_s is None else float(end_s)
+        if not (math.isfinite(start) and math.isfinite(end)):
+            raise DecisionError("start_s and end_s must be finite numbers.")
+        if start < 0:
+            raise DecisionError("start_s must not be negative.")
+        if end <= start:
+            raise DecisionError(f"end_s ({end:g}) must be after start_s ({start:g}).")
+        duration = self.video.duration
+        if duration and end > duration + 1e-3:
+            raise DecisionError(
+                f"end_s ({end:g}) is past the end of the video ({duration:g} s)."
+            )
+        return round(start, 3), round(end, 3)
+
+    def accept(
+        self,
+        user,
+        label: ActionLabel,
+        *,
+        duration_ms: int = 0,
+        start_s: float | None = None,
+        end_s: float | None = None,
+    ) -> Annotation:
+        """Confirm ``label``: ACCEPT when it is the top proposal, else CORRECT."""
+        decision = (
+            Decision.ACCEPT if label.pk == self.top_label_id else Decision.CORRECT
+        )
+        return self._decide(
+            user,
+            decision=decision,
+            label=label,
+            status=ClipStatus.ACCEPTED,
+            duration_ms=duration_ms,
+            start_s=start_s,
+            end_s=end_s,
+        )
+
+    def reject(
+        self,
+        user,
+        *,
+        duration_ms: int = 0,
+        start_s: float | None = None,
+        end_s: float | None = None,
+    ) -> Annotation:
+        """None of the labels fits this clip."""
+        return self._decide(
+            user,
+            decision=Decision.REJECT,
+            label=None,
+            status=ClipStatus.REJECTED,
+            duration_ms=duration_ms,
+            start_s=start_s,
+            end_s=end_s,
+        )
+
+    def skip(self, user, *, duration_ms: int = 0) -> Annotation:
+        """Hand the clip back to the pool undecided (the claim is released)."""
+        return self._decide(
+            user,
+            decision=Decision.SKIP,
+            label=None,
+            status=None,
+            duration_ms=duration_ms,
+            allowed=UNLABELED + LABELED,
+        )
+
+    def review(
+        self,
+        user,
+        label: ActionLabel | None,
+        *,
+        duration_ms: int = 0,
+        start_s: float | None = None,
+        end_s: float | None = None,
+    ) -> Annotation:
+        """A second opinion on a decided clip; ``label=None`` means none fits.
+
+        ``agrees`` records whether it matches the first decision. A differing
+        opinion replaces the clip's label (reviewers edit labels); undo puts
+        the first one back.
+        """
+        # The first decision as stored now, not as it was when the page loaded.
+        self.refresh_from_db(fields=["status", "label", "labeled_by"])
+        if self.labeled_by_id == user.pk:
+            raise DecisionError("A second opinion must come from someone else.")
+        if label is None:
+            agrees = self.status == ClipStatus.REJECTED
+            status = ClipStatus.REJECTED
+        else:
+            agrees = self.status == ClipStatus.ACCEPTED and self.label_id == label.pk
+            status = ClipStatus.ACCEPTED
+        return self._decide(
+            user,
+            decision=Decision.REVIEW,
+            label=label,
+            status=None if agrees else status,
+            duration_ms=duration_ms,
+            start_s=start_s,
+            end_s=end_s,
+            allowed=LABELED,
+            agrees=agrees,
+        )
+
+    def _decide(
+        self,
+        user,
+        *,
+        decision: str,
+        label: ActionLabel | None,
+        status: str | None,
+        duration_ms: int,
+        start_s: float | None = None,
+        end_s: float | None = None,
+        allowed=UNLABELED,
+        agrees: bool | None = None,
+    ) -> Annotation:
+        """Record one decision under a row lock; ``status=None`` keeps the label.
+
+        Only the user holding the claim may decide (an expired claim still
+        counts until someone else takes the clip); the claim ends with it.
+        """
+        if label is not None and label.project_id != self.video.project_id:
+            raise DecisionError("That label belongs to another project.")
+        duration_ms = max(0, min(int(duration_ms or 0), MAX_DURATION_MS))
+        now = timezone.now()
+        with transaction.atomic():
+            clip = (
+                Clip.objects.select_for_update(of=("self",))
+                .select_related("video")
+                .get(pk=self.pk)
+            )
+            if clip.claimed_by_id != user.pk:
+                raise ClipConflict(
+                    "This clip is not claimed by you (the claim expired and "
+                    "someone else took it, or it was never yours)."
+                )
+            if clip.status not in allowed:
+                raise ClipConflict(
+                    "This clip has no decision yet to review."
+                    if decision == Decision.REVIEW
+                    else "This clip has already been decided."
+                )
+            previous = clip.snapshot()
+            if decision != Decision.SKIP:
+                clip.start_s, clip.end_s = clip.checked_edges(start_s, end_s)
+            if status is not None:
+                clip.status, clip.label = status, label
+                clip.labeled_by, clip.labeled_at = user, now
+            clip.claimed_by, clip.claimed_until = None, None
+            clip.save(
+                update_fields=[
+                    "status",
+                    "label",
+                    "labeled_by",
+                    "labeled_at",
+                    "start_s",
+                    "end_s",
+                    "claimed_by",
+                    "claimed_until",
+                ]
+            )
+            annotation = Annotation.objects.create(
+                clip=clip,
+                user=user,
+                decision=decision,
+                label=label,
+                previous=previous,
+                start_s=clip.start_s,
+                end_s=clip.end_s,
+                duration_ms=duration_ms,
+                agrees=agrees,
+            )
+        self.status, self.labeled_at = clip.status, clip.labeled_at
+        if status is not None:  # keep the related objects: no re-fetch needed
+            self.label, self.labeled_by = label, user
+        self.start_s, self.end_s = clip.start_s, clip.end_s
+        self.claimed_by, self.claimed_until = None, None
+        return annotation
 
 
 class Proposal(models.Model):
@@ -389,6 +669,51 @@ class Annotation(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "created_at"])]
+
+    @property
+    def is_review_mode(self) -> bool:
+        """Made in reviewer mode: a second opinion, or a skip of a decided clip."""
+        return self.decision == Decision.REVIEW or (
+            self.decision == Decision.SKIP and self.previous.get("status") in LABELED
+        )
+
+    def undo(self) -> Clip:
+        """Put the clip back as it was before this decision and re-claim it.
+
+        Refused (ClipConflict) when the clip changed since, or someone else is
+        looking at it now: undo must never overwrite another person's work.
+        """
+        now = timezone.now()
+        with transaction.atomic():
+            ann = Annotation.objects.select_for_update().get(pk=self.pk)
+            if ann.undone_at is not None:
+                raise ClipConflict("This decision has already been undone.")
+            clip = (
+                Clip.objects.select_for_update(of=("self",))
+                .select_related("video")
+                .get(pk=ann.clip_id)
+            )
+            later = clip.annotations.filter(undone_at__isnull=True, pk__gt=ann.pk)
+            if later.exists():
+                raise ClipConflict(
+                    "Someone else has decided this clip since; it cannot be undone."
+                )
+            if (
+                clip.claimed_by_id not in (None, ann.user_id)
+                and clip.claimed_until
+                and clip.claimed_until > now
+            ):
+                raise ClipConflict(
+                    "Someone else is looking at this clip now; try again later."
+                )
+            clip.restore(ann.previous)
+            clip.claimed_by_id = ann.user_id
+            clip.claimed_until = now + timedelta(seconds=settings.HARWEB_CLAIM_SECONDS)
+            clip.save()
+            ann.undone_at = now
+            ann.save(update_fields=["undone_at"])
+        self.undone_at = now
+        return clip
 
 
 class JobStatus(models.TextChoices):

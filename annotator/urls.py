@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from annotator import views
+from annotator import review_views, views
 
 urlpatterns = [
     path("", views.project_list, name="project_list"),
@@ -18,4 +18,11 @@ urlpatterns = [
         views.video_media,
         name="video_media",
     ),
+    path("p/<slug:slug>/review/", review_views.review_page, name="review"),
+    path(
+        "p/<slug:slug>/review/clips/<int:pk>/decide",
+        review_views.decide,
+        name="review_decide",
+    ),
+    path("p/<slug:slug>/review/undo", review_views.undo, name="review_undo"),
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Q
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
@@ -108,7 +109,7 @@ def labels(request, slug):
     form = LabelForm(project=project)
     if request.method == "POST":
         if role not in EDITORS:
-            raise Http404("Only admins and reviewers edit labels")
+            raise PermissionDenied("Only admins and reviewers edit labels.")
         form = LabelForm(request.POST, project=project)
         if form.is_valid():
             save_label(form, user=request.user)

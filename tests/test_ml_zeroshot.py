@@ -83,14 +83,35 @@ def test_fp32_only_preference_is_always_accepted(loaded: LoadedClip) -> None:
     assert enc.parity == {"fp32": {"cosine_min": 1.0, "accepted": True, "error": None}}
 
 
-def test_default_cpu_choice_prefers_int8_when_it_passes(loaded: LoadedClip) -> None:
-    enc = encoders.build_image_encoder(loaded)
-    int8 = enc.parity["int8-dynamic"]
-    assert int8["error"] is None and 0.9 < int8["cosine_min"] <= 1.0 + 1e-6
-    if int8["cosine_min"] >= 0.999:
-        assert enc.backend == "int8-dynamic" and list(enc.parity) == ["int8-dynamic"]
-    out = enc.encode(encoders.synthetic_probe_frames(3))
+def test_default_cpu_choice_is_first_passing_backend(
+    loaded: LoadedClip, tmp_path: Path
+) -> None:
+    order = encoders.default_preference("cpu")
+    enc = encoders.build_image_encoder(loaded, cache_dir=tmp_path)
+    first = enc.parity[order[0]]
+    assert first["error"] is None and 0.9 < first["cosine_min"] <= 1.0 + 1e-6
+    if first["cosine_min"] >= 0.999:  # the int8 ONNX graph, when it is accurate
+        assert enc.backend == order[0] and list(enc.parity) == [order[0]]
+    out = enc.encode(frames_of(3))
     assert out.shape == (3, 64) and _unit_rows(out)
+
+
+def test_int8_dynamic_picked_when_preferred_and_accurate(loaded: LoadedClip) -> None:
+    enc = encoders.build_image_encoder(loaded, prefer=["int8-dynamic"])
+    verdict = enc.parity["int8-dynamic"]
+    assert verdict["error"] is None
+    assert enc.backend == ("int8-dynamic" if verdict["accepted"] else "fp32")
+    assert verdict["accepted"] == (verdict["cosine_min"] >= 0.999)
+
+
+def test_default_preference_skips_emulated_bf16(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(encoders, "native_cpu_bf16", lambda: False)
+    assert encoders.default_preference("cpu") == ("onnx-int8", "int8-dynamic", "fp32")
+    monkeypatch.setattr(encoders, "native_cpu_bf16", lambda: True)
+    assert encoders.default_preference("cpu") == encoders.CPU_PREFERENCE
+    assert encoders.default_preference("cpu")[-1] == "fp32"
 
 
 def test_all_rejected_falls_back_to_fp32(loaded: LoadedClip, tmp_path: Path) -> None:
@@ -98,8 +119,10 @@ def test_all_rejected_falls_back_to_fp32(loaded: LoadedClip, tmp_path: Path) -> 
         loaded, min_cosine=1.5, cache_dir=tmp_path, probe_frames=frames_of(3)
     )
     assert enc.backend == "fp32"
-    assert list(enc.parity) == list(encoders.CPU_PREFERENCE)
-    for name in ("int8-dynamic", "onnx-int8", "bf16"):
+    order = encoders.default_preference("cpu")
+    assert list(enc.parity) == list(order)
+    assert enc.parity["fp32"]["accepted"] is True
+    for name in order[:-1]:
         verdict = enc.parity[name]
         assert verdict["accepted"] is False and verdict["error"] is None, name
         assert verdict["cosine_min"] > 0.99, name

@@ -53,7 +53,10 @@ def test_video_is_cut_sampled_and_proposed(project, clip_video):
     # 2 s windows every 1 s over 5 s: starts 0, 1, 2, 3.
     assert [(c.start_s, c.end_s) for c in clips] == [(0, 2), (1, 3), (2, 4), (3, 5)]
     assert [(c.start_frame, c.end_frame) for c in clips] == [
-        (0, 19), (10, 29), (20, 39), (30, 49)
+        (0, 19),
+        (10, 29),
+        (20, 39),
+        (30, 49),
     ]
     frames = media.SampledFrames.load(video.frames_path())
     assert frames.frames.shape == (20, 224, 224, 3)
@@ -96,8 +99,12 @@ def test_label_edit_rescores_without_decoding(
     with django_capture_on_commit_callbacks(execute=True):
         resp = client_in.post(
             f"/p/test/labels/{label.pk}/",
-            {"name": "waving hands", "prompt": "waving both hands",
-             "color": "#112233", "hotkey": "w"},
+            {
+                "name": "waving hands",
+                "prompt": "waving both hands",
+                "color": "#112233",
+                "hotkey": "w",
+            },
         )
     assert resp.status_code == 302
     assert spy.frames == 0
@@ -120,7 +127,9 @@ def test_random_model_banner_and_timeline_on_video_page(client_in, project, clip
     assert b"seg" in resp.content
 
 
-def test_missing_model_is_a_clear_error_naming_the_setting(project, clip_video, tmp_path):
+def test_missing_model_is_a_clear_error_naming_the_setting(
+    project, clip_video, tmp_path
+):
     project.clip_model = str(tmp_path / "no-such-model")
     project.save()
     video = _ingest(project, clip_video)
