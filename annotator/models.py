@@ -369,6 +369,36 @@ class Clip(models.Model):
             self.claimed_by, self.claimed_until = user, until
         return n == 1
 
+    @classmethod
+    def claim_first(
+        cls, user, ids: list[int], *, statuses=UNLABELED, seconds: int | None = None
+    ) -> int | None:
+        """Claim the first of ``ids`` (in that order) that is free; its id.
+
+        ``SKIP LOCKED`` (PostgreSQL) makes annotators racing for the same top
+        candidates each take the next one instead of queueing behind each
+        other's row locks; other databases serialise writers anyway.
+        """
+        if not ids:
+            return None
+        now = timezone.now()
+        until = now + timedelta(seconds=seconds or settings.HARWEB_CLAIM_SECONDS)
+        order = models.Case(
+            *(models.When(pk=pk, then=models.Value(i)) for i, pk in enumerate(ids)),
+            output_field=models.IntegerField(),
+        )
+        with transaction.atomic():
+            pk = (
+                cls.objects.select_for_update(skip_locked=True)
+                .filter(claim_free(user, now), pk__in=ids, status__in=statuses)
+                .order_by(order)
+                .values_list("pk", flat=True)
+                .first()
+            )
+            if pk is not None:
+                cls.objects.filter(pk=pk).update(claimed_by=user, claimed_until=until)
+        return pk
+
     def release(self, user) -> bool:
         """Give the clip back to the pool if ``user`` holds it."""
         n = Clip.objects.filter(pk=self.pk, claimed_by=user).update(

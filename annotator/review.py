@@ -616,14 +616,13 @@ def next_clip_for(
             ranked = _ranking(project, user, exclude)
         if not ranked:
             return None
-        for pk in ranked:
-            clip = Clip(pk=pk)
-            if clip.claim_for(user, statuses=statuses):
-                if mode == Mode.LABEL:
-                    _after_claim(project, pk)
-                return Clip.objects.select_related("video", "label", "labeled_by").get(
-                    pk=pk
-                )
+        pk = Clip.claim_first(user, ranked, statuses=statuses)
+        if pk is not None:
+            if mode == Mode.LABEL:
+                _after_claim(project, pk)
+            return Clip.objects.select_related("video", "label", "labeled_by").get(
+                pk=pk
+            )
         # Every candidate was taken by someone faster: rank again without them.
         exclude.update(ranked)
     return None

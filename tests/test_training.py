@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 from django.db import IntegrityError
 from django.utils import timezone
@@ -16,7 +17,8 @@ from annotator.models import Clip, ClipStatus, Membership, Project, Role
 from annotator.services import run_video_pipeline
 from training import pipeline
 from training.deploy import scorer_for_version
-from training.ml import artifacts
+from training.ml import artifacts, zeroshot
+from training.ml.metrics import evaluate
 from training.ml.train import TrainConfig
 from training.models import RunStatus, TrainingRun
 from training.tasks import train_task
@@ -71,6 +73,37 @@ def _run(project, config=FAST) -> TrainingRun:
         run.fail(exc)
     run.refresh_from_db()
     return run
+
+
+def test_training_learns_what_zero_shot_cannot(stick_project, user):
+    """Half the videos labeled; the deployed version labels the other half."""
+    project, truth = stick_project
+    clips = sorted(Clip.objects.filter(pk__in=truth), key=lambda c: (c.video_id, c.pk))
+    videos = sorted({c.video_id for c in clips})
+    train_videos = set(videos[: len(videos) // 2])
+    _confirm([c for c in clips if c.video_id in train_videos], truth, user)
+    run = _run(project, TrainConfig(seed=0))
+    assert run.status == RunStatus.SUCCEEDED, run.error + run.traceback
+    assert run.version.is_live  # at least as good as zero-shot on held-out clips
+    unseen = [c for c in clips if c.video_id not in train_videos]
+    labels = proposals.project_labels(project)
+    names = [lab.name for lab in labels]
+    loaded = proposals.load_project_clip(project)
+    x = np.concatenate(
+        [
+            proposals.clip_embeddings([c], proposals.frame_embeddings(c.video, loaded))
+            for c in unseen
+        ]
+    )
+    y = np.array([names.index(truth[c.pk].name) for c in unseen])
+    live = proposals.project_scorer(project, loaded, labels)
+    assert live.tag == f"v{run.version.number}"
+    tuned = evaluate(live.logits(x), y, names)
+    text = proposals.text_embeddings(loaded, [lab.prompt_text for lab in labels])
+    mean = zeroshot.clip_features_mean(x)
+    zero = evaluate(zeroshot.score(mean, text, loaded.logit_scale), y, names)
+    assert zero["top1"] < 0.4, zero  # random CLIP weights know nothing of actions
+    assert tuned["top1"] >= 0.8, tuned
 
 
 def test_run_records_metrics_pictures_and_checksum(stick_project, user, client_in):

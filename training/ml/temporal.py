@@ -182,6 +182,11 @@ class TemporalHead(nn.Module):
                 for _ in range(c.layers)
             )
         self.pool = AttentionPool(c.embed_dim, c.heads, c.dropout)
+        # Mean frame embedding of the training set. CLIP embeddings share a
+        # large common direction, so clips of different actions can differ by
+        # a few degrees only; the residual branch sees ``x - center`` and so
+        # learns from the differences. The zero-shot path uses raw ``x``.
+        self.register_buffer("center", torch.zeros(c.embed_dim))
         self.classifier = nn.Linear(c.embed_dim, text_emb.shape[0], bias=False)
         with torch.no_grad():
             self.classifier.weight.copy_(text_emb)
@@ -203,7 +208,7 @@ class TemporalHead(nn.Module):
                 f"got {tuple(x.shape)}"
             )
         base = masked_mean(x, mask)
-        h = x
+        h = x - self.center.to(x.dtype)
         if self.config.kind == "transformer":
             t = x.shape[1]
             if t > self.config.num_frames:

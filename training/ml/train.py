@@ -189,7 +189,10 @@ def train_head(
     with _threads(tc.num_threads), torch.random.fork_rng(devices=fork):
         torch.manual_seed(tc.seed)
         baseline = TemporalHead(head_config, text).eval()
-        head = _initial_head(head_config, text, init_state, label_map).to(device)
+        head = _initial_head(head_config, text, init_state, label_map)
+        if init_state is None:
+            head.center.copy_(x.float().mean(dim=(0, 1)))
+        head = head.to(device)
         zero_shot = _metrics(baseline, vx, vy, names, tc.eval_batch_size)
         run = _Run(
             head, x.to(device), y.to(device), vx.to(device), vy.to(device), tc, use_bf16
