@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.db.models import Count, Q
 
-from annotator.models import ClipStatus, Project, Video, VideoStatus
+from annotator.models import Clip, ClipStatus, Project, Video, VideoStatus
 from annotator.proposals import is_random_model
 from training.ml.segments import merge_segments
 
@@ -19,12 +19,46 @@ def summary(project: Project) -> dict:
     labels = project.labels.filter(is_active=True).annotate(
         n_clips=Count("clips", filter=Q(clips__status=ClipStatus.ACCEPTED))
     )
+    from annotator.review import agreement
+
     return {
         "videos": videos,
         "labels": labels,
         "clip_counts": clips,
         "busy": any(v.status in BUSY for v in videos),
         "random_model": is_random_model(project.clip_model_name),
+        "live_version": project.model_versions.filter(is_live=True).first(),
+        "agreement": agreement(project),
+        "chart": labeled_chart(project),
+    }
+
+
+def labeled_chart(project: Project, width: int = 560, height: int = 120) -> dict:
+    """Cumulative labeled clips over time, as SVG polyline points."""
+    times = list(
+        Clip.objects.filter(
+            video__project=project,
+            status__in=[ClipStatus.ACCEPTED, ClipStatus.REJECTED],
+            labeled_at__isnull=False,
+        )
+        .order_by("labeled_at")
+        .values_list("labeled_at", flat=True)
+    )
+    if len(times) < 2:
+        return {"points": "", "total": len(times)}
+    t0, t1 = times[0].timestamp(), times[-1].timestamp()
+    span = max(t1 - t0, 1.0)
+    pts = [(0.0, float(height))]
+    for i, t in enumerate(times, start=1):
+        x = width * (t.timestamp() - t0) / span
+        pts.append((x, height - height * i / len(times)))
+    return {
+        "points": " ".join(f"{x:.1f},{y:.1f}" for x, y in pts),
+        "total": len(times),
+        "start": times[0],
+        "end": times[-1],
+        "width": width,
+        "height": height,
     }
 
 
@@ -47,6 +81,8 @@ def _bars(video: Video, segs) -> list[dict]:
             "start": s["start"],
             "end": s["end"],
             "confidence": s["confidence"],
+            # Faint but readable: confidence shades the bar from 0.55 to 1.
+            "opacity": 0.55 + 0.45 * min(max(s["confidence"], 0.0), 1.0),
             "left": 100.0 * s["start"] / duration,
             "width": max(100.0 * (s["end"] - s["start"]) / duration, 0.5),
         }
@@ -113,6 +149,8 @@ def video_context(video: Video) -> dict:
         "proposed": proposed,
         "confirmed": confirmed_segments(video),
         "n_clips": video.clips.count(),
+        # PyAV names demuxers by all their aliases ("mov,mp4,m4a,..."): show one.
+        "container": video.container.split(",")[0],
         "settled": settled,
         "random_model": is_random_model(video.project.clip_model_name),
     }
