@@ -22,7 +22,7 @@ from annotator.access import (
 )
 from annotator.forms import LabelForm
 from annotator.ingest import ingest_upload
-from annotator.labels import save_label
+from annotator.labels import label_history, merge_labels, save_label
 from annotator.models import ClipStatus, VideoStatus
 from annotator.ranges import ranged_file_response
 
@@ -125,6 +125,7 @@ def labels(request, slug):
         "labels": label_rows,
         "can_edit": role in EDITORS,
         "job": project.jobs.first(),
+        "history": label_history(project),
     }
     if request.htmx and request.GET.get("partial") == "job":
         resp = render(request, "annotator/labels.html#job", ctx)
@@ -135,6 +136,23 @@ def labels(request, slug):
             else (HttpResponseStopPolling(resp.content))
         )
     return render(request, "annotator/labels.html", ctx)
+
+
+@login_required
+@require_POST
+def label_merge(request, slug, label_id):
+    project, _ = get_project_for_user(request.user, slug, roles=EDITORS)
+    active = project.labels.filter(is_active=True)
+    source = active.filter(pk=label_id).first()
+    target = active.filter(pk=request.POST.get("into") or 0).first()
+    if source is None or target is None or source == target:
+        messages.error(request, "Choose two different labels to merge.")
+        return redirect("labels", slug=slug)
+    moved = merge_labels(source, target, user=request.user)
+    messages.success(
+        request, f"Merged “{source.name}” into “{target.name}” ({moved} clips moved)."
+    )
+    return redirect("labels", slug=slug)
 
 
 @login_required
