@@ -7,8 +7,10 @@ or runs the image encoder again.
 
 from __future__ import annotations
 
-import functools
+import logging
+import math
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,7 @@ from training.ml import clip as clipml
 from training.ml import encoders, segments, zeroshot
 
 TOP_K = 5
-_lock = threading.Lock()
+log = logging.getLogger(__name__)
 
 
 def device() -> str:
@@ -50,16 +52,98 @@ def load_project_clip(project: Project) -> clipml.LoadedClip:
     return clipml.load_clip(project.clip_model_name, device=device())
 
 
-@functools.cache
-def _encoder_for(fingerprint: str, name: str, dev: str) -> encoders.ImageEncoder:
-    loaded = clipml.load_clip(name, device=dev)
+# Encoders built by this process, by (weights, device, backend): switching the
+# live version back and forth, or projects with different live versions, never
+# rebuild one. ``_current`` is the last one handed out per (weights, device).
+_encoders: dict[tuple[str, str, str], encoders.ImageEncoder] = {}
+_current: dict[tuple[str, str], encoders.ImageEncoder] = {}
+_failed: dict[tuple[str, str, str], float] = {}  # key -> monotonic time of failure
+_build_lock = threading.Lock()
+RETRY_FAILED_S = 60.0
+
+
+def live_backend(project_id: int | None, loaded: clipml.LoadedClip, dev: str) -> str:
+    """The live version's chosen backend, if this process can run it; else "auto".
+
+    One indexed query per call (per video encoded), so a promotion is seen by
+    every worker at its next video without a restart.
+    """
+    if project_id is None:
+        return "auto"
+    from training.models import ModelVersion
+
+    row = (
+        ModelVersion.objects.filter(project_id=project_id, is_live=True)
+        .values_list("backend", "encoder_fingerprint")
+        .first()
+    )
+    if row is None or not row[0] or row[1] != loaded.fingerprint:
+        return "auto"
+    runnable = set(encoders.default_preference(dev)) | {"fp32"}
+    return row[0] if row[0] in runnable else "auto"
+
+
+def image_encoder(
+    loaded: clipml.LoadedClip, project_id: int | None = None
+) -> encoders.ImageEncoder:
+    """The encoder for the project's live backend, built once per process.
+
+    While a new backend is being built, callers in other threads keep getting
+    the current encoder (they never wait or fail); a backend that cannot be
+    built is replaced by the current (or the parity-selected) encoder.
+    """
+    dev = device()
+    key = (loaded.fingerprint, dev, live_backend(project_id, loaded, dev))
+    encoder = _encoders.get(key)
+    current = _current.get(key[:2])
+    if encoder is None:
+        if not _build_lock.acquire(blocking=current is None):
+            return current  # another thread is building: serve the current one
+        try:
+            encoder = _encoders.get(key) or _build_encoder(loaded, key, current)
+        finally:
+            _build_lock.release()
+    _current[key[:2]] = encoder
+    return encoder
+
+
+def _build_encoder(
+    loaded: clipml.LoadedClip,
+    key: tuple[str, str, str],
+    current: encoders.ImageEncoder | None,
+) -> encoders.ImageEncoder:
+    """Build and remember the encoder for ``key``; on failure, fall back to
+    the current one (or parity selection) and retry after RETRY_FAILED_S."""
+    dev, backend = key[1], key[2]
+    if loaded.device != dev:
+        loaded = clipml.load_clip(loaded.name, device=dev)
     cache = media_path("cache", "onnx")
-    return encoders.build_image_encoder(loaded, device=dev, cache_dir=cache)
+    if backend == "auto":
+        encoder = encoders.build_image_encoder(loaded, device=dev, cache_dir=cache)
+        # It also serves a live version that chose the same backend.
+        _encoders.setdefault((*key[:2], encoder.backend), encoder)
+        _encoders[key] = encoder
+        return encoder
+    if time.monotonic() - _failed.get(key, -math.inf) >= RETRY_FAILED_S:
+        try:
+            _encoders[key] = encoders.build_backend(
+                loaded, backend, device=dev, cache_dir=cache
+            )
+            return _encoders[key]
+        except Exception:
+            log.exception("Cannot build the live backend %s; keeping the last", backend)
+            _failed[key] = time.monotonic()
+    if current is not None:
+        return current
+    return _build_encoder(loaded, (*key[:2], "auto"), None)
 
 
-def image_encoder(loaded: clipml.LoadedClip) -> encoders.ImageEncoder:
-    with _lock:  # one parity check per process, even with a threaded pool
-        return _encoder_for(loaded.fingerprint, loaded.name, device())
+def forget_encoders() -> None:
+    """Drop this process's encoders (tests, or after the model setting changes)."""
+    with _build_lock:
+        _encoders.clear()
+        _current.clear()
+        _failed.clear()
 
 
 def embeddings_path(video: Video, fingerprint: str) -> Path:
@@ -72,7 +156,9 @@ def frame_embeddings(video: Video, loaded: clipml.LoadedClip) -> np.ndarray:
     if path.exists():
         return np.load(path)
     frames = SampledFrames.load(video.frames_path())
-    emb = image_encoder(loaded).encode(frames.frames).astype(np.float16)
+    emb = (
+        image_encoder(loaded, video.project_id).encode(frames.frames).astype(np.float16)
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npy")
     np.save(tmp, emb)

@@ -18,7 +18,7 @@ from annotator.models import ActionLabel, Clip, ClipStatus, Project
 from annotator.services import queue_repropose
 from annotator.storage import media_path
 from harweb.queueing import enqueue
-from training import deploy
+from training import deploy, optimize
 from training.ml import artifacts, metrics, splits, zeroshot
 from training.ml.temporal import TemporalHeadConfig
 from training.ml.train import TrainConfig, TrainProgress, predict, train_head
@@ -184,12 +184,19 @@ def run_training(run: TrainingRun, train_config: TrainConfig | None = None) -> N
         "bf16": result.bf16,
     }
     version = save_version(project, run, result, data, text, loaded, report, live)
+    run.set_progress(0.95, "Optimizing for inference")
+    # Backend parity on held-out clips first, then training clips: it compares
+    # backends with fp32, not with labels, so any clip makes the check firmer.
+    # Never raises: a failure is recorded in version.backends (fp32 is used).
+    parity_ids = [data.clip_ids[i] for i in (*held_idx, *train_idx)]
+    optimize.optimize_version(version, parity_ids, loaded=loaded, head=result.head)
     promoted = promote_if_better(version, live)
     run.append_log(
         f"v{version.number}: held-out top-1 {_fmt(result.metrics.get('top1'))} "
         f"(zero-shot {_fmt(result.zero_shot_metrics.get('top1'))}, live "
         f"{_fmt((live_metrics or {}).get('top1'))}); "
         + ("promoted to live" if promoted else "kept; live model unchanged")
+        + f"; inference backend {version.backend}"
     )
     run.finish(
         RunStatus.SUCCEEDED,

@@ -16,6 +16,16 @@ urlpatterns = [
         name="version_detail",
     ),
     path(
+        "p/<slug:slug>/models/v<int:number>/download/",
+        views.version_download,
+        name="version_download",
+    ),
+    path(
+        "api/projects/<slug:slug>/models/<int:number>/download",
+        views.api_version_download,
+        name="api_version_download",
+    ),
+    path(
         "p/<slug:slug>/models/v<int:number>/<str:name>",
         views.version_picture,
         name="version_picture",

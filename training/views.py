@@ -5,15 +5,19 @@ from __future__ import annotations
 from pathlib import Path
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 from django_htmx.http import HttpResponseStopPolling
+from rest_framework import status
+from rest_framework.decorators import api_view, content_negotiation_class
+from rest_framework.negotiation import BaseContentNegotiation
+from rest_framework.response import Response
 
 from annotator.access import get_project_for_user
 from annotator.models import Role
 from annotator.ranges import ranged_file_response
-from training import pipeline
+from training import download, pipeline
 from training.models import ModelVersion, TrainingRun
 
 PICTURES = {"confusion.png", "curves.png"}
@@ -81,6 +85,7 @@ def version_detail(request, slug, number):
         "version": version,
         "pictures": sorted(p for p in PICTURES if (folder / p).exists()),
         "labels_table": _per_label(version),
+        "can_download": download.can_download(request.user, version.project),
     }
     return render(request, "training/version_detail.html", ctx)
 
@@ -103,3 +108,42 @@ def version_picture(request, slug, number, name):
     if name not in PICTURES or not path.exists():
         raise Http404("No such picture")
     return ranged_file_response(request, str(path))
+
+
+def _downloadable(user, slug, number) -> ModelVersion:
+    version, _ = _get_version_for_user(user, slug, number)
+    if not download.can_download(user, version.project):
+        raise Http404("No such model version")
+    return version
+
+
+@login_required
+@require_GET
+def version_download(request, slug, number):
+    version = _downloadable(request.user, slug, number)
+    try:
+        return download.response(version)
+    except download.DownloadUnavailable as exc:
+        return HttpResponse(str(exc), status=409, content_type="text/plain")
+
+
+class _IgnoreAccept(BaseContentNegotiation):
+    """The zip is not rendered by DRF, so an ``Accept: application/zip`` must
+    not be refused; errors still render as JSON."""
+
+    def select_parser(self, request, parsers):
+        return parsers[0] if parsers else None
+
+    def select_renderer(self, request, renderers, format_suffix=None):
+        return renderers[0], renderers[0].media_type
+
+
+@api_view(["GET"])
+@content_negotiation_class(_IgnoreAccept)
+def api_version_download(request, slug, number):
+    """GET /api/projects/{slug}/models/{n}/download: session or token auth."""
+    version = _downloadable(request.user, slug, number)
+    try:
+        return download.response(version)
+    except download.DownloadUnavailable as exc:
+        return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
