@@ -12,10 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
-from django.db import models, transaction
+from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
-from django.utils.functional import cached_property
 from django.utils.text import slugify
 
 
@@ -297,6 +296,13 @@ def claim_free(user, now=None) -> Q:
     return Q(claimed_by__isnull=True) | Q(claimed_until__lt=now) | Q(claimed_by=user)
 
 
+class ClipQuerySet(models.QuerySet):
+    def with_top_label(self) -> ClipQuerySet:
+        """Annotate the rank-0 proposal's label id (saves a query per clip)."""
+        top = Proposal.objects.filter(clip=models.OuterRef("pk"), rank=0)
+        return self.annotate(top_label_pk=models.Subquery(top.values("label_id")[:1]))
+
+
 class Clip(models.Model):
     video = models.ForeignKey(Video, on_delete=models.CASCADE, related_name="clips")
     index = models.PositiveIntegerField()
@@ -335,6 +341,8 @@ class Clip(models.Model):
     # Uncertainty of the live model's proposal, for fast queue ordering.
     top_prob = models.FloatField(null=True, blank=True)
     informativeness = models.FloatField(null=True, blank=True)
+
+    objects = ClipQuerySet.as_manager()
 
     class Meta:
         ordering = ["video_id", "index"]
@@ -375,22 +383,41 @@ class Clip(models.Model):
     ) -> int | None:
         """Claim the first of ``ids`` (in that order) that is free; its id.
 
-        ``SKIP LOCKED`` (PostgreSQL) makes annotators racing for the same top
-        candidates each take the next one instead of queueing behind each
-        other's row locks; other databases serialise writers anyway.
+        On PostgreSQL this is one statement, ``SKIP LOCKED``: annotators
+        racing for the same top candidates each take the next one instead of
+        queueing behind each other's row locks. Other databases serialise
+        writers anyway and get the same in a short transaction.
         """
         if not ids:
             return None
         now = timezone.now()
         until = now + timedelta(seconds=seconds or settings.HARWEB_CLAIM_SECONDS)
+        if connection.vendor == "postgresql":
+            table = connection.ops.quote_name(cls._meta.db_table)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"""UPDATE {table} SET claimed_by_id = %s, claimed_until = %s
+                    WHERE id = (
+                        SELECT id FROM {table}
+                        WHERE id = ANY(%s::bigint[]) AND status = ANY(%s::text[])
+                          AND (claimed_by_id IS NULL OR claimed_until < %s
+                               OR claimed_by_id = %s)
+                        ORDER BY array_position(%s::bigint[], id)
+                        LIMIT 1 FOR UPDATE SKIP LOCKED
+                    ) RETURNING id""",
+                    [user.pk, until, ids, list(statuses), now, user.pk, ids],
+                )
+                row = cursor.fetchone()
+            return row[0] if row else None
         order = models.Case(
             *(models.When(pk=pk, then=models.Value(i)) for i, pk in enumerate(ids)),
             output_field=models.IntegerField(),
         )
         with transaction.atomic():
             pk = (
-                cls.objects.select_for_update(skip_locked=True)
-                .filter(claim_free(user, now), pk__in=ids, status__in=statuses)
+                cls.objects.filter(
+                    claim_free(user, now), pk__in=ids, status__in=statuses
+                )
                 .order_by(order)
                 .values_list("pk", flat=True)
                 .first()
@@ -413,15 +440,14 @@ class Clip(models.Model):
 
     # --- decisions -----------------------------------------------------------
 
-    @cached_property
-    def top_proposal(self) -> Proposal | None:
-        """The live model's first proposal (rank 0) with its label, if any."""
-        return self.proposals.filter(rank=0).select_related("label").first()
-
     @property
     def top_label_id(self) -> int | None:
-        top = self.top_proposal
-        return top.label_id if top is not None else None
+        """The label of the live model's first proposal (rank 0), if any."""
+        if "top_label_pk" not in self.__dict__:  # not from with_top_label()
+            self.top_label_pk = (
+                self.proposals.filter(rank=0).values_list("label_id", flat=True).first()
+            )
+        return self.top_label_pk
 
     def snapshot(self) -> dict:
         """The decided state, as kept in ``Annotation.previous`` for undo."""
@@ -529,12 +555,11 @@ class Clip(models.Model):
     ) -> Annotation:
         """A second opinion on a decided clip; ``label=None`` means none fits.
 
-        ``agrees`` records whether it matches the first decision. A differing
-        opinion replaces the clip's label (reviewers edit labels); undo puts
-        the first one back.
+        ``agrees`` records whether it matches the first decision as this
+        instance saw it (the write fails if the clip changed since). A
+        differing opinion replaces the clip's label (reviewers edit labels);
+        undo puts the first one back.
         """
-        # The first decision as stored now, not as it was when the page loaded.
-        self.refresh_from_db(fields=["status", "label", "labeled_by"])
         if self.labeled_by_id == user.pk:
             raise DecisionError("A second opinion must come from someone else.")
         if label is None:
@@ -568,68 +593,73 @@ class Clip(models.Model):
         allowed=UNLABELED,
         agrees: bool | None = None,
     ) -> Annotation:
-        """Record one decision under a row lock; ``status=None`` keeps the label.
+        """Record one decision; ``status=None`` keeps the label.
 
         Only the user holding the claim may decide (an expired claim still
         counts until someone else takes the clip); the claim ends with it.
+        Optimistic: the UPDATE only matches the row as this instance saw it,
+        claimed by ``user``, so the snapshot kept for undo is exact.
         """
         if label is not None and label.project_id != self.video.project_id:
             raise DecisionError("That label belongs to another project.")
+        if self.claimed_by_id != user.pk or self.status not in allowed:
+            raise ClipConflict(self._conflict(user, allowed, decision))
         duration_ms = max(0, min(int(duration_ms or 0), MAX_DURATION_MS))
         now = timezone.now()
+        previous = self.snapshot()
+        start, end = self.start_s, self.end_s
+        if decision != Decision.SKIP:
+            start, end = self.checked_edges(start_s, end_s)
+        change = {
+            "start_s": start,
+            "end_s": end,
+            "claimed_by": None,
+            "claimed_until": None,
+        }
+        if status is not None:
+            change.update(status=status, label=label, labeled_by=user, labeled_at=now)
         with transaction.atomic():
-            clip = (
-                Clip.objects.select_for_update(of=("self",))
-                .select_related("video")
-                .get(pk=self.pk)
-            )
-            if clip.claimed_by_id != user.pk:
-                raise ClipConflict(
-                    "This clip is not claimed by you (the claim expired and "
-                    "someone else took it, or it was never yours)."
-                )
-            if clip.status not in allowed:
-                raise ClipConflict(
-                    "This clip has no decision yet to review."
-                    if decision == Decision.REVIEW
-                    else "This clip has already been decided."
-                )
-            previous = clip.snapshot()
-            if decision != Decision.SKIP:
-                clip.start_s, clip.end_s = clip.checked_edges(start_s, end_s)
-            if status is not None:
-                clip.status, clip.label = status, label
-                clip.labeled_by, clip.labeled_at = user, now
-            clip.claimed_by, clip.claimed_until = None, None
-            clip.save(
-                update_fields=[
-                    "status",
-                    "label",
-                    "labeled_by",
-                    "labeled_at",
-                    "start_s",
-                    "end_s",
-                    "claimed_by",
-                    "claimed_until",
-                ]
-            )
+            n = Clip.objects.filter(
+                pk=self.pk,
+                claimed_by=user,
+                status=self.status,
+                label_id=self.label_id,
+                start_s=self.start_s,
+                end_s=self.end_s,
+            ).update(**change)
+            if n != 1:
+                raise ClipConflict(self._conflict(user, allowed, decision, fresh=True))
             annotation = Annotation.objects.create(
-                clip=clip,
+                clip=self,
                 user=user,
                 decision=decision,
                 label=label,
                 previous=previous,
-                start_s=clip.start_s,
-                end_s=clip.end_s,
+                start_s=start,
+                end_s=end,
                 duration_ms=duration_ms,
                 agrees=agrees,
             )
-        self.status, self.labeled_at = clip.status, clip.labeled_at
-        if status is not None:  # keep the related objects: no re-fetch needed
-            self.label, self.labeled_by = label, user
-        self.start_s, self.end_s = clip.start_s, clip.end_s
+        self.start_s, self.end_s = start, end
         self.claimed_by, self.claimed_until = None, None
+        if status is not None:  # keep the related objects: no re-fetch needed
+            self.status, self.label, self.labeled_by = status, label, user
+            self.labeled_at = now
         return annotation
+
+    def _conflict(self, user, allowed, decision, *, fresh: bool = False) -> str:
+        """Why ``user`` cannot decide this clip now (re-read when ``fresh``)."""
+        clip = Clip.objects.get(pk=self.pk) if fresh else self
+        if clip.claimed_by_id != user.pk:
+            return (
+                "This clip is not claimed by you (the claim expired and someone "
+                "else took it, or it was never yours)."
+            )
+        if clip.status not in allowed:
+            if decision == Decision.REVIEW:
+                return "This clip has no decision yet to review."
+            return "This clip has already been decided."
+        return "This clip changed while you were looking at it; please look again."
 
 
 class Proposal(models.Model):

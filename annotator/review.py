@@ -33,6 +33,8 @@ import numpy as np
 from django.conf import settings
 from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models.signals import post_save
+from django.dispatch import receiver
 from django.urls import reverse
 from django.utils import timezone
 
@@ -74,9 +76,9 @@ __all__ = [
 POOL_SIZE = 128
 # Candidates tried, best first, before the whole ranking is redone.
 RANK_K = 8
-# Typical clips per cold-start batch, and the sample they are chosen from.
+# Clusters of typical clips in the cold start, and the sample they come from.
 COLD_K = 32
-COLD_POOL_MAX = 4096
+COLD_POOL_MAX = 2048
 # Cold start lasts until every label has this many confirmed clips, or until
 # this many clips per label are labeled (a label nobody uses must not keep a
 # project in cold start forever).
@@ -86,8 +88,8 @@ COLD_BUDGET_PER_LABEL = 10
 CACHE_CHECK_S = 5.0
 # Labels, label counts and the "remaining" figure are reused this long.
 FIGURES_TTL_S = 2.0
-# k-center state is rebuilt from scratch this often (undo un-labels clips).
-KCENTER_REBUILD_S = 600.0
+# k-center looks for clips labeled by others at most this often.
+KCENTER_CHECK_S = 1.0
 # Digits 1-9 pick a choice: at most nine buttons.
 MAX_CHOICES = 9
 # Edge nudge step in seconds ([ and ] keys).
@@ -103,6 +105,47 @@ class Mode(StrEnum):
 
 class NothingToUndo(ClipConflict):
     """The user has no decision left to undo in this mode."""
+
+
+# --------------------------------------------------------------------------
+# in-memory caches (per process; every key starts with ``_identity``)
+
+
+_lock = threading.Lock()  # guards the dicts below
+_build_lock = threading.Lock()  # one embedding build at a time
+_kcenter_lock = threading.Lock()
+_cold_build_lock = threading.Lock()  # one cold-start list build at a time
+_embeddings: dict[int, _EmbeddingEntry] = {}
+_figures: dict[tuple, tuple[float, object]] = {}
+_cold: dict[int, _ColdList] = {}
+_kcenter: dict[int, _KCenter] = {}
+
+
+def clear_caches() -> None:
+    """Forget every in-memory queue cache (tests; after bulk data changes)."""
+    with _lock:
+        _embeddings.clear()
+        _figures.clear()
+        _cold.clear()
+        _kcenter.clear()
+
+
+def _identity(project: Project) -> tuple:
+    # created_at and MEDIA_ROOT tell a re-created project (tests) from the old.
+    return (project.pk, project.created_at, str(settings.MEDIA_ROOT))
+
+
+def _ttl_cached(key: tuple, compute):
+    """``compute()``, remembered for ``FIGURES_TTL_S`` (per process)."""
+    now = time.monotonic()
+    with _lock:
+        hit = _figures.get(key)
+    if hit is not None and now - hit[0] < FIGURES_TTL_S:
+        return hit[1]
+    value = compute()
+    with _lock:
+        _figures[key] = (now, value)
+    return value
 
 
 # --------------------------------------------------------------------------
@@ -161,25 +204,20 @@ def _own_claims(project: Project, user, exclude, mode: Mode) -> QuerySet[Clip]:
     )
 
 
-def _ttl_cached(key: tuple, compute):
-    """``compute()``, remembered for ``FIGURES_TTL_S`` (per process)."""
-    now = time.monotonic()
-    with _lock:
-        hit = _figures.get(key)
-    if hit is not None and now - hit[0] < FIGURES_TTL_S:
-        return hit[1]
-    value = compute()
-    with _lock:
-        _figures[key] = (now, value)
-    return value
-
-
 def project_labels(project: Project) -> list[ActionLabel]:
-    """Active labels by id, cached for ``FIGURES_TTL_S``."""
+    """Active labels by id, cached for ``FIGURES_TTL_S`` (dropped at once when
+    a label of the project is saved in this process)."""
     return _ttl_cached(
         ("labels", *_identity(project)),
         lambda: list(project.labels.filter(is_active=True).order_by("id")),
     )
+
+
+@receiver(post_save, sender=ActionLabel)
+def _label_saved(sender, instance: ActionLabel, **kwargs) -> None:
+    with _lock:
+        for key in [k for k in _figures if k[:2] == ("labels", instance.project_id)]:
+            del _figures[key]
 
 
 def label_counts(project: Project, labels: list[ActionLabel]) -> np.ndarray:
@@ -233,27 +271,6 @@ class _EmbeddingEntry:
     key: tuple
     value: ProjectEmbeddings | None
     checked_at: float
-
-
-_lock = threading.Lock()  # guards the dicts below
-_build_lock = threading.Lock()  # one embedding build at a time
-_kcenter_lock = threading.Lock()
-_embeddings: dict[int, _EmbeddingEntry] = {}
-_figures: dict[tuple, tuple[float, object]] = {}
-
-
-def clear_caches() -> None:
-    """Forget every in-memory queue cache (tests; after bulk data changes)."""
-    with _lock:
-        _embeddings.clear()
-        _figures.clear()
-        _cold.clear()
-        _kcenter.clear()
-
-
-def _identity(project: Project) -> tuple:
-    # created_at and MEDIA_ROOT tell a re-created project (tests) from the old.
-    return (project.pk, project.created_at, str(settings.MEDIA_ROOT))
 
 
 def _embedding_key(project: Project) -> tuple:
@@ -426,26 +443,35 @@ def _available(project, user, exclude, ids: list[int]) -> list[int]:
 
 @dataclass
 class _ColdList:
+    """A typical-first ordering of a sample of clips, walked from ``cursor``."""
+
     key: tuple
     ids: list[int]
+    cursor: int = 0
 
 
-_cold: dict[int, _ColdList] = {}
+# Clips checked per step of the walk.
+_COLD_WINDOW = 64
 
 
-def _cold_ranking(project, user, exclude, label_ids) -> list[int] | None:
-    """Typical clips (k-means representatives), None without embeddings."""
-    emb = project_embeddings(project)
-    if emb is None:
-        return None
-    key = (emb.key, tuple(label_ids))
-    with _lock:
-        entry = _cold.get(project.pk)
-    if entry is not None and entry.key == key:
-        ranked = _available(project, user, exclude, entry.ids)
-        if ranked:
-            return ranked[:RANK_K]
-    # Used up (or first call): rank a fresh sample of the clips free now.
+def typical_order(x: np.ndarray, k: int) -> np.ndarray:
+    """Every row of ``x``, typical first: the ``cold_start_typical``
+    representatives (largest cluster first), then round-robin over those
+    clusters, each member ordered by closeness to its representative."""
+    reps = active.cold_start_typical(x, k)
+    if reps.size == 0:
+        return reps
+    sims = x @ x[reps].T
+    group = sims.argmax(axis=1)
+    closeness = sims[np.arange(x.shape[0]), group]
+    by_group = np.lexsort((np.arange(x.shape[0]), -closeness, group))
+    starts = np.searchsorted(group[by_group], np.arange(reps.size))
+    turn = np.empty(x.shape[0], dtype=np.int64)
+    turn[by_group] = np.arange(x.shape[0]) - starts[group[by_group]]
+    return np.lexsort((group, turn)).astype(np.int64)
+
+
+def _build_cold_list(project, user, exclude, emb, key) -> _ColdList | None:
     free = np.asarray(
         list(label_pool(project, user, exclude).values_list("pk", flat=True)),
         dtype=np.int64,
@@ -455,15 +481,44 @@ def _cold_ranking(project, user, exclude, label_ids) -> list[int] | None:
     if free.size == 0:
         return None
     if free.size > COLD_POOL_MAX:
-        pick = np.random.default_rng(project.pk).choice(
-            free.size, COLD_POOL_MAX, replace=False
+        pick = np.sort(
+            np.random.default_rng(project.pk).choice(
+                free.size, COLD_POOL_MAX, replace=False
+            )
         )
-        free, rows = free[np.sort(pick)], rows[np.sort(pick)]
-    order = active.cold_start_typical(emb.emb[rows], min(COLD_K, free.size))
-    ids = [int(free[i]) for i in order]
+        free, rows = free[pick], rows[pick]
+    order = typical_order(emb.emb[rows], min(COLD_K, free.size))
+    return _ColdList(key=key, ids=[int(free[i]) for i in order])
+
+
+def _cold_ranking(project, user, exclude, label_ids) -> list[int] | None:
+    """Typical clips first; None without embeddings (or while another request
+    builds the list: this one then uses the project's strategy)."""
+    emb = project_embeddings(project)
+    if emb is None:
+        return None
+    key = (emb.key, tuple(label_ids))
     with _lock:
-        _cold[project.pk] = _ColdList(key=key, ids=ids)
-    return ids[:RANK_K]
+        entry = _cold.get(project.pk)
+    if entry is None or entry.key != key:
+        if not _cold_build_lock.acquire(blocking=False):
+            return None
+        try:
+            entry = _build_cold_list(project, user, exclude, emb, key)
+        finally:
+            _cold_build_lock.release()
+        if entry is None:
+            return None
+        with _lock:
+            _cold[project.pk] = entry
+    # Walk past windows that are all taken (labeled clips never come back).
+    while entry.cursor < len(entry.ids):
+        window = entry.ids[entry.cursor : entry.cursor + _COLD_WINDOW]
+        ranked = _available(project, user, exclude, window)
+        if ranked:
+            return ranked[:RANK_K]
+        entry.cursor += _COLD_WINDOW
+    return None
 
 
 @dataclass
@@ -472,65 +527,68 @@ class _KCenter:
 
     key: tuple
     min_dist: np.ndarray
-    built_at: float
     seen_until: object  # datetime: labels up to here are covered
+    checked_at: float = 0.0  # monotonic time of the last look for new labels
 
     def cover(self, emb: ProjectEmbeddings, rows: np.ndarray) -> None:
         """Make ``rows`` centres (those already covered are skipped)."""
         rows = rows[rows >= 0]
         rows = rows[self.min_dist[rows] != -np.inf]
-        for r in rows:
-            np.minimum(self.min_dist, 1.0 - emb.emb @ emb.emb[r], out=self.min_dist)
+        for start in range(0, rows.size, 256):  # one matrix product per chunk
+            sims = emb.emb @ emb.emb[rows[start : start + 256]].T
+            np.minimum(self.min_dist, 1.0 - sims.max(axis=1), out=self.min_dist)
         self.min_dist[rows] = -np.inf
-
-
-_kcenter: dict[int, _KCenter] = {}
 
 
 def _kcenter_state(project: Project, emb: ProjectEmbeddings) -> _KCenter:
     now = timezone.now()
     with _kcenter_lock:
         state = _kcenter.get(project.pk)
-        fresh = (
-            state is not None
-            and state.key == emb.key
-            and time.monotonic() - state.built_at < KCENTER_REBUILD_S
-        )
-        if fresh:
-            # Clips labeled since the last look become centres too.
-            new = project_clips(project).filter(
-                status__in=LABELED, labeled_at__gte=state.seen_until
-            )
-            state.cover(emb, emb.rows(new.values_list("pk", flat=True)))
-            state.seen_until = now - timedelta(seconds=2)
-            return state
-        labeled = emb.rows(
-            project_clips(project)
-            .filter(status__in=LABELED)
-            .values_list("pk", flat=True)
-        )
-        labeled = labeled[labeled >= 0]
-        x = emb.emb
-        if labeled.size:
-            best = np.full(x.shape[0], -np.inf, dtype=np.float32)
-            for start in range(0, labeled.size, 1024):
-                sims = x @ x[labeled[start : start + 1024]].T
-                np.maximum(best, sims.max(axis=1), out=best)
-            min_dist = 1.0 - best
-            min_dist[labeled] = -np.inf
+        # Rebuilt only for new clips; an undone label stays covered (its clip
+        # goes straight back to the user who undid it anyway).
+        if state is not None and state.key == emb.key:
+            if time.monotonic() - state.checked_at < KCENTER_CHECK_S:
+                return state  # claims are covered as they happen anyway
+            state.checked_at = time.monotonic()  # one look per second
+            since = state.seen_until
         else:
-            # Nothing covered yet: the most central clip goes first (above any
-            # distance, which is at most 2), as in ``active.kcenter_greedy``.
-            min_dist = 2.0 + x @ x.mean(axis=0)
-        state = _KCenter(
-            key=emb.key,
-            min_dist=min_dist.astype(np.float32),
-            built_at=time.monotonic(),
-            seen_until=now - timedelta(seconds=2),
-        )
-        with _lock:
-            _kcenter[project.pk] = state
-        return state
+            state = _build_kcenter(project, emb, now)
+            with _lock:
+                _kcenter[project.pk] = state
+            return state
+    # Clips labeled since the last look become centres too (the query runs
+    # outside the lock; only the array update is serialised).
+    new = project_clips(project).filter(status__in=LABELED, labeled_at__gte=since)
+    rows = emb.rows(new.values_list("pk", flat=True))
+    with _kcenter_lock:
+        state.cover(emb, rows)
+        state.seen_until = max(state.seen_until, now - timedelta(seconds=2))
+    return state
+
+
+def _build_kcenter(project: Project, emb: ProjectEmbeddings, now) -> _KCenter:
+    labeled = emb.rows(
+        project_clips(project).filter(status__in=LABELED).values_list("pk", flat=True)
+    )
+    labeled = labeled[labeled >= 0]
+    x = emb.emb
+    if labeled.size:
+        best = np.full(x.shape[0], -np.inf, dtype=np.float32)
+        for start in range(0, labeled.size, 1024):
+            sims = x @ x[labeled[start : start + 1024]].T
+            np.maximum(best, sims.max(axis=1), out=best)
+        min_dist = 1.0 - best
+        min_dist[labeled] = -np.inf
+    else:
+        # Nothing covered yet: the most central clip goes first (above any
+        # distance, which is at most 2), as in ``active.kcenter_greedy``.
+        min_dist = 2.0 + x @ x.mean(axis=0)
+    return _KCenter(
+        key=emb.key,
+        min_dist=min_dist.astype(np.float32),
+        seen_until=now - timedelta(seconds=2),
+        checked_at=time.monotonic(),
+    )
 
 
 def _kcenter_ranking(project, user, exclude) -> list[int] | None:
@@ -680,8 +738,6 @@ def resolve_label(
             from annotator.services import queue_repropose
 
             label = create_label(project, name, user=user)
-            with _lock:
-                _figures.pop(("labels", *_identity(project)), None)
             queue_repropose(project)  # score the new label on every clip
             return label
     else:
@@ -720,7 +776,6 @@ def decide(
         if role not in EDITORS:
             raise PermissionDenied("Only admins and reviewers give second opinions.")
         if action == "top":
-            clip.refresh_from_db(fields=["status", "label"])
             label = clip.label if clip.status == ClipStatus.ACCEPTED else None
         elif action == "reject":
             label = None
@@ -728,12 +783,13 @@ def decide(
             raise DecisionError(f"Unknown action {action!r}.")
         return clip.review(user, label, **edges)
     if action == "top":
-        top = clip.top_proposal
-        if top is None or top.label is None:
+        top = clip.top_label_id
+        if top is None:
             raise DecisionError("This clip has no proposal to accept.")
-        label = top.label
-        if label.merged_into_id or not label.is_active:
-            label = resolve_label(clip.video.project, label.pk, role=role)
+        project = clip.video.project
+        label = next((lab for lab in project_labels(project) if lab.pk == top), None)
+        if label is None:  # merged or archived since it was proposed
+            label = resolve_label(project, top, role=role)
         return clip.accept(user, label, **edges)
     if action == "label":
         if label is None:

@@ -225,7 +225,8 @@ def clip_decision(request, slug, pk):
     """Record a decision on a clip the caller has claimed."""
     project, role = get_project_for_user(request.user, slug)
     clip = (
-        Clip.objects.select_related("video__project", "label", "labeled_by")
+        Clip.objects.with_top_label()
+        .select_related("video__project", "label", "labeled_by")
         .filter(pk=pk, video__project=project)
         .first()
     )

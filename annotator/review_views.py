@@ -210,7 +210,9 @@ def decide(request, slug, pk):
     project, role = get_project_for_user(request.user, slug)
     mode = _mode(request.POST.get("mode"), role)
     clip = get_object_or_404(
-        Clip.objects.select_related("video__project"), pk=pk, video__project=project
+        Clip.objects.with_top_label().select_related("video__project", "label"),
+        pk=pk,
+        video__project=project,
     )
     try:
         action, label = _parse_choice(request.POST, project, role, request.user)

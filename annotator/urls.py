@@ -12,6 +12,11 @@ urlpatterns = [
     path("p/<slug:slug>/upload/", views.upload, name="upload"),
     path("p/<slug:slug>/labels/", views.labels, name="labels"),
     path("p/<slug:slug>/labels/<int:label_id>/", views.label_edit, name="label_edit"),
+    path(
+        "p/<slug:slug>/labels/<int:label_id>/merge/",
+        views.label_merge,
+        name="label_merge",
+    ),
     path("p/<slug:slug>/videos/<int:pk>/", views.video_detail, name="video_detail"),
     path(
         "p/<slug:slug>/videos/<int:pk>/<str:kind>",

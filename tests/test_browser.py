@@ -54,16 +54,10 @@ def browser(monkeypatch):
 
 
 @pytest.fixture
-def two_videos(project, tmp_path, request):
+def two_videos(project, demo_videos):
     """Two short demo videos, processed and proposed (no worker needed)."""
-    try:
-        paths = [v.path for v in request.getfixturevalue("demo_videos")[:2]]
-    except ImportError:  # demo_videos.py not there yet: plain test patterns
-        from tests.videos import testsrc
-
-        paths = [testsrc(tmp_path / f"src{i}.mp4", seconds=8) for i in range(2)]
     videos = []
-    for path in paths:
+    for path in [v.path for v in demo_videos[:2]]:
         video = ingest_upload(project, Path(path), queue=False)
         assert video.claim()
         run_video_pipeline(video)

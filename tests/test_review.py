@@ -420,6 +420,26 @@ def test_cold_start_serves_typical_clips_first(user, project, video, _media_root
     assert review.next_clip_for(user, project).pk in common
 
 
+def test_typical_order_covers_every_clip_biggest_cluster_first():
+    rng = np.random.default_rng(3)
+    centres = np.eye(6, dtype=np.float32)[:3] * 5
+    sizes = [6, 3, 1]
+    x = np.concatenate(
+        [
+            c + 0.1 * rng.standard_normal((n, 6))
+            for c, n in zip(centres, sizes, strict=True)
+        ]
+    ).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    order = review.typical_order(x, 3)
+    assert sorted(order.tolist()) == list(range(10))
+    cluster = np.repeat([0, 1, 2], sizes)
+    # One of each cluster first (largest first), then round-robin.
+    assert cluster[order[:3]].tolist() == [0, 1, 2]
+    assert cluster[order[3:5]].tolist() == [0, 1]
+    assert cluster[order[-1]] == 0
+
+
 def test_no_embeddings_falls_back_to_the_strategy(user, project, video):
     flat = add_clip(video, 0, [0.34, 0.33, 0.33])
     add_clip(video, 1, [0.98, 0.01, 0.01])

@@ -19,7 +19,9 @@ from django.urls import URLPattern, URLResolver
 
 from annotator import api_urls, review
 from annotator import urls as page_urls
+from annotator.labels import create_label
 from annotator.models import (
+    ActionLabel,
     Annotation,
     Clip,
     ClipStatus,
@@ -54,6 +56,10 @@ class World:
     video: Video
     label: object
     users: dict = field(default_factory=dict)
+
+    def spare_label(self):
+        """A fresh label to merge into ``self.label``."""
+        return create_label(self.project, f"spare-{ActionLabel.objects.count()}")
 
     def clip_for(self, user, *, status=ClipStatus.PROPOSED) -> Clip:
         """A clip claimed by ``user`` (decided by the admin first if needed)."""
@@ -117,7 +123,6 @@ class Case:
     form: bool = False  # send an API body as multipart instead of JSON
     effect: Callable | None = None  # (user) -> bool: the change really happened
     tag: str = ""  # tells apart cases of one route in test ids
-    xfail: str = ""
 
     @property
     def id(self) -> str:
@@ -181,6 +186,15 @@ CASES = [
         allowed=EDIT,
         ok=302,
         data=lambda w, u: {"name": w.label.name, "color": "#445566"},
+    ),
+    Case(
+        "label_merge",
+        "post",
+        lambda w, u: f"/p/test/labels/{w.spare_label().pk}/merge/",
+        allowed=EDIT,
+        ok=302,
+        data=lambda w, u: {"into": w.label.pk},
+        effect=lambda u: ActionLabel.objects.filter(merged_into__isnull=False).exists(),
     ),
     Case("video_detail", "get", lambda w, u: f"/p/test/videos/{w.video.pk}/"),
     Case("video_media", "get", lambda w, u: f"/p/test/videos/{w.video.pk}/proxy"),
@@ -377,15 +391,11 @@ def _send(client, case: Case, world: World, user, **extra):
 
 
 def _params():
-    out = []
-    for case in CASES:
-        cid = case.id
-        for role in ROLES:
-            marks = []
-            if case.xfail and role == Role.ANNOTATOR:
-                marks = [pytest.mark.xfail(reason=case.xfail, strict=True)]
-            out.append(pytest.param(case, role, id=f"{cid}-{role}", marks=marks))
-    return out
+    return [
+        pytest.param(case, role, id=f"{case.id}-{role}")
+        for case in CASES
+        for role in ROLES
+    ]
 
 
 @pytest.mark.parametrize(("case", "role"), _params())
