@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import QuerySet
+from django.db.models import F, QuerySet
 from django.http import Http404
 
 from annotator.models import Project, Role, Video
@@ -29,10 +29,20 @@ def role_for(user, project: Project) -> str | None:
 def get_project_for_user(user, slug: str, roles=None) -> tuple[Project, str]:
     """The project and the user's role; 404 when not a member, 403 if the role
     is not among ``roles``."""
-    project = projects_for(user).filter(slug=slug).first()
+    if not user.is_authenticated:
+        raise Http404("No such project")
+    if user.is_superuser:
+        project, role = Project.objects.filter(slug=slug).first(), Role.ADMIN
+    else:
+        # One query: the project and this user's role in it.
+        project = (
+            Project.objects.filter(slug=slug, memberships__user=user)
+            .annotate(my_role=F("memberships__role"))
+            .first()
+        )
+        role = project.my_role if project else None
     if project is None:
         raise Http404("No such project")
-    role = role_for(user, project)
     if roles is not None and role not in roles:
         raise PermissionDenied("Your role in this project does not allow this.")
     return project, role
