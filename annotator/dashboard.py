@@ -47,7 +47,7 @@ def labeled_chart(project: Project, width: int = 560, height: int = 120) -> dict
     if len(times) < 2:
         return {"points": "", "total": len(times)}
     t0, t1 = times[0].timestamp(), times[-1].timestamp()
-    span = max(t1 - t0, 1.0)
+    span = max(t1 - t0, 1e-3)
     pts = [(0.0, float(height))]
     for i, t in enumerate(times, start=1):
         x = width * (t.timestamp() - t0) / span
