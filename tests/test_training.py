@@ -120,7 +120,8 @@ def test_run_records_metrics_pictures_and_checksum(stick_project, user, client_i
     assert resp.status_code == 200 and resp["Content-Type"] == "image/png"
     page = client_in.get(f"/p/sticks/models/v{run.version.number}/")
     assert b"Held-out clips" in page.content
-    assert client_in.get(f"/p/sticks/runs/{run.pk}/").status_code == 200
+    run_page = client_in.get(f"/p/sticks/runs/{run.pk}/")
+    assert b"confusion.png" in run_page.content  # the picture is on the run page
 
 
 def test_corrupt_artifact_refuses_to_load(stick_project, user):
@@ -185,3 +186,34 @@ def test_new_label_after_training_gets_zero_shot_weights(stick_project, user):
         [clip], proposals.frame_embeddings(clip.video, loaded)
     )
     assert scorer.logits(x).shape == (1, 6)
+
+
+def test_one_label_is_refused_with_a_reason(stick_project, user):
+    project, truth = stick_project
+    walking = project.labels.get(name="walking")
+    one = [c for c in Clip.objects.filter(pk__in=truth) if truth[c.pk] == walking]
+    _confirm(one, truth, user)
+    run = _run(project)
+    assert run.status == RunStatus.FAILED
+    assert "label" in run.error.lower()
+    assert not project.model_versions.exists()
+
+
+def test_admin_force_live_and_rollback(stick_project, user, admin_client):
+    project, truth = stick_project
+    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    first = _run(project).version
+    _run(project)  # a second version, live or not
+    admin_client.post(
+        "/admin/training/modelversion/",
+        {"action": "force_live", "_selected_action": [first.pk]},
+    )
+    first.refresh_from_db()
+    assert first.is_live
+    assert project.model_versions.filter(is_live=True).count() == 1
+    admin_client.post(
+        "/admin/training/modelversion/",
+        {"action": "rollback", "_selected_action": [first.pk]},
+    )
+    assert first.parent is None  # trained when zero-shot was live
+    assert not project.model_versions.filter(is_live=True).exists()

@@ -57,9 +57,8 @@ def _worker_env(media_root: Path) -> dict:
     return env
 
 
-@pytest.fixture
-def worker(services, _media_root, tmp_path):
-    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+def start_worker(env: dict, name: str, log) -> subprocess.Popen:
+    """A real Celery worker process on both queues, logging to ``log``."""
     cmd = [
         sys.executable,
         "-m",
@@ -73,15 +72,17 @@ def worker(services, _media_root, tmp_path):
         "-l",
         "info",
         "-n",
-        "test@%h",
+        f"{name}@%h",
     ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env=_worker_env(_media_root),
-        stdout=log,
-        stderr=subprocess.STDOUT,
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
     )
+
+
+@pytest.fixture
+def worker(services, _media_root, tmp_path):
+    log = open(tmp_path / "worker.log", "w")  # noqa: SIM115 - closed below
+    proc = start_worker(_worker_env(_media_root), "test", log)
     yield proc
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -180,25 +181,7 @@ def test_redis_down_at_upload_loses_nothing(services, project, _media_root, tmp_
     try:
         time.sleep(0.5)
         with open(log, "w") as fh:
-            worker = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "celery",
-                    "-A",
-                    "harweb",
-                    "worker",
-                    "-Q",
-                    "celery,gpu",
-                    "--pool=solo",
-                    "-n",
-                    "late@%h",
-                ],
-                cwd=ROOT,
-                env=env,
-                stdout=fh,
-                stderr=subprocess.STDOUT,
-            )
+            worker = start_worker(env, "late", fh)
             swept = _manage(env, "shell", "-c", SWEEP)
             assert swept.returncode == 0, swept.stderr
             _wait_for(
@@ -229,25 +212,7 @@ def test_worker_killed_mid_job_is_retried(worker, project, _media_root, tmp_path
     assert Video.objects.get(pk=video.pk).status == VideoStatus.PROCESSING
     env = _worker_env(_media_root)
     with open(tmp_path / "worker2.log", "w") as fh:
-        second = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "harweb",
-                "worker",
-                "-Q",
-                "celery,gpu",
-                "--pool=solo",
-                "-n",
-                "second@%h",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdout=fh,
-            stderr=subprocess.STDOUT,
-        )
+        second = start_worker(env, "second", fh)
         try:
             swept = _manage(env, "shell", "-c", SWEEP)
             assert swept.returncode == 0, swept.stderr

@@ -1,16 +1,13 @@
-"""Small real video files for the Django-level tests, made with ffmpeg."""
+"""Short names for the videos the Django-level tests need (see media_factory)."""
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 
-from annotator.media import ffmpeg_exe
+from tests import media_factory
+from tests.media_factory import text_file, truncated
 
-
-def ffmpeg(*args: str) -> None:
-    cmd = [ffmpeg_exe(), "-hide_banner", "-loglevel", "error", "-y", *args]
-    subprocess.run(cmd, check=True, capture_output=True)
+__all__ = ["testsrc", "text_file", "truncated"]
 
 
 def testsrc(
@@ -21,26 +18,7 @@ def testsrc(
     rate: int = 10,
     codec: str = "libx264",
 ) -> Path:
-    extra = ["-pix_fmt", "yuv420p"] if codec == "libx264" else []
-    ffmpeg(
-        "-f",
-        "lavfi",
-        "-i",
-        f"testsrc=size={size}:rate={rate}:duration={seconds}",
-        "-c:v",
-        codec,
-        *extra,
-        str(path),
+    width, height = (int(v) for v in size.split("x"))
+    return media_factory.testsrc(
+        path, duration=seconds, fps=rate, size=(width, height), vcodec=codec
     )
-    return path
-
-
-def truncated(src: Path, dst: Path, fraction: float = 0.5) -> Path:
-    data = src.read_bytes()
-    dst.write_bytes(data[: int(len(data) * fraction)])
-    return dst
-
-
-def text_file(path: Path) -> Path:
-    path.write_text("this is not a video\n" * 100)
-    return path

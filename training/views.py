@@ -68,7 +68,9 @@ def retrain(request, slug):
 @login_required
 def run_detail(request, slug, pk):
     run, role = _get_run_for_user(request.user, slug, pk)
-    ctx = {"project": run.project, "role": role, "run": run}
+    folder = Path(run.version.artifact_dir) if run.version else None
+    pictures = sorted(p for p in PICTURES if folder and (folder / p).exists())
+    ctx = {"project": run.project, "role": role, "run": run, "pictures": pictures}
     if request.htmx and request.GET.get("partial") == "status":
         resp = render(request, "training/run_detail.html#status", ctx)
         return resp if run.is_active else HttpResponseStopPolling(resp.content)
