@@ -189,5 +189,11 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "handlers": {"console": {"class": "logging.StreamHandler"}},
-    "root": {"handlers": ["console"], "level": env_str("HARWEB_LOG_LEVEL", "INFO")},
+    # Libraries log chattily at INFO (onnxruntime's quantizer: one line per
+    # tensor); the root stays at WARNING and our own modules speak at INFO.
+    "root": {"handlers": ["console"], "level": "WARNING"},
+    "loggers": {
+        name: {"level": env_str("HARWEB_LOG_LEVEL", "INFO")}
+        for name in ("harweb", "annotator", "training", "django")
+    },
 }
