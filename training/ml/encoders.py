@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -167,41 +168,46 @@ def onnx_int8_path(loaded: LoadedClip, cache_dir: str | Path | None = None) -> P
     int8 = folder / f"vision_int8_v{ONNX_FORMAT}.onnx"
     if not int8.is_file():
         folder.mkdir(parents=True, exist_ok=True)
-        _export_int8(VisionHead(loaded.model).eval(), loaded, folder, int8)
+        _export_int8(loaded, folder, int8)
     return int8
 
 
-def _export_int8(
-    head: VisionHead, loaded: LoadedClip, folder: Path, dest: Path
-) -> None:
+def export_vision_fp32(loaded: LoadedClip, dest: str | Path) -> None:
+    """The vision tower + projection as an fp32 ONNX graph at ``dest``."""
+    head = VisionHead(loaded.model).eval()
+    if loaded.device != "cpu":
+        head = copy.deepcopy(head).cpu()
+    dummy = torch.zeros(1, 3, loaded.image_size, loaded.image_size)
+    with warnings.catch_warnings(), torch.inference_mode(False):
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            head,
+            (dummy,),
+            str(dest),
+            dynamo=False,  # the dynamo exporter needs onnxscript (not installed)
+            input_names=["pixel_values"],
+            output_names=["image_embeds"],
+            dynamic_axes={"pixel_values": {0: "n"}, "image_embeds": {0: "n"}},
+            opset_version=ONNX_OPSET,
+        )
+
+
+def _export_int8(loaded: LoadedClip, folder: Path, dest: Path) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     # Unique temp names + rename: concurrent workers never read a half file.
-    tag = f"{os.getpid()}-{id(head)}"
+    tag = f"{os.getpid()}-{threading.get_ident()}"
     fp32, int8 = folder / f"tmp-{tag}-fp32.onnx", folder / f"tmp-{tag}-int8.onnx"
-    dummy = torch.zeros(1, 3, loaded.image_size, loaded.image_size)
-    cpu_head = head if loaded.device == "cpu" else copy.deepcopy(head).cpu()
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                cpu_head,
-                (dummy,),
-                str(fp32),
-                dynamo=False,  # the dynamo exporter needs onnxscript (not installed)
-                input_names=["pixel_values"],
-                output_names=["image_embeds"],
-                dynamic_axes={"pixel_values": {0: "n"}, "image_embeds": {0: "n"}},
-                opset_version=ONNX_OPSET,
+        export_vision_fp32(loaded, fp32)
+        # Only the matmuls, where the FLOPs are; the patch conv stays fp32.
+        with _quiet_root_logger("Please consider to run pre-processing"):
+            quantize_dynamic(
+                fp32,
+                int8,
+                weight_type=QuantType.QInt8,
+                op_types_to_quantize=["MatMul"],
             )
-            # Only the matmuls, where the FLOPs are; the patch conv stays fp32.
-            with _quiet_root_logger("Please consider to run pre-processing"):
-                quantize_dynamic(
-                    fp32,
-                    int8,
-                    weight_type=QuantType.QInt8,
-                    op_types_to_quantize=["MatMul"],
-                )
         os.replace(int8, dest)
     finally:
         for tmp in (fp32, int8):

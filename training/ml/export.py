@@ -20,7 +20,6 @@ them with onnxruntime and numpy only.
 from __future__ import annotations
 
 import contextlib
-import copy
 import ctypes
 import gc
 import os
@@ -29,7 +28,6 @@ import shutil
 import threading
 import time
 import uuid
-import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -381,26 +379,11 @@ def export_standalone(
 
 def export_image_fp32(loaded: LoadedClip, path: str | Path) -> None:
     """The vision tower + projection as an fp32 ONNX graph (same I/O names as
-    the int8 graph ``encoders`` builds)."""
+    the int8 graph ``encoders`` builds), written atomically."""
     path = Path(path)
-    model = encoders.VisionHead(loaded.model).eval()
-    if loaded.device != "cpu":
-        model = copy.deepcopy(model).cpu()
-    dummy = torch.zeros(1, 3, loaded.image_size, loaded.image_size)
     tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
     try:
-        with warnings.catch_warnings(), torch.inference_mode(False):
-            warnings.simplefilter("ignore")
-            torch.onnx.export(
-                model,
-                (dummy,),
-                str(tmp),
-                dynamo=False,  # the dynamo exporter needs onnxscript (not installed)
-                input_names=["pixel_values"],
-                output_names=["image_embeds"],
-                dynamic_axes={"pixel_values": {0: "n"}, "image_embeds": {0: "n"}},
-                opset_version=encoders.ONNX_OPSET,
-            )
+        encoders.export_vision_fp32(loaded, tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
