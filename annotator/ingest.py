@@ -15,6 +15,7 @@ from django.conf import settings
 from django.core.files import File
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
+from django.utils import timezone
 
 from annotator import media
 from annotator.models import Project, Video, VideoStatus
@@ -105,6 +106,7 @@ def _store(
     _apply_probe(video, info)
     video.status = VideoStatus.QUEUED
     video.progress_message = "Waiting for a worker"
+    video.heartbeat_at = timezone.now()  # when it was sent (see requeue_stale)
     video.save()  # gives the token used in the stored name
     try:
         with transaction.atomic():

@@ -6,12 +6,14 @@ import logging
 from datetime import timedelta
 
 from celery import shared_task
+from django.db.models import Q
 from django.utils import timezone
 
 from annotator import services
 from annotator.models import Job, Video, VideoStatus
 
 log = logging.getLogger(__name__)
+RESEND_AFTER = timedelta(minutes=3)
 
 
 @shared_task(acks_late=True)
@@ -45,8 +47,11 @@ def requeue_stale() -> int:
         status=VideoStatus.PROCESSING, heartbeat_at__lt=now - timedelta(minutes=10)
     )
     revived = stale.update(status=VideoStatus.QUEUED, progress_message="Retrying")
-    waiting = Video.objects.filter(
-        status=VideoStatus.QUEUED, created_at__lt=now - timedelta(minutes=2)
+    # heartbeat_at of a queued row is when it was last sent: re-send each at
+    # most once per RESEND_AFTER, so a long backlog does not pile up copies.
+    due = now - RESEND_AFTER
+    waiting = Video.objects.filter(status=VideoStatus.QUEUED).filter(
+        Q(heartbeat_at__lt=due) | Q(heartbeat_at__isnull=True, created_at__lt=due)
     )
     for pk in waiting.values_list("pk", flat=True):
         try:
@@ -54,4 +59,5 @@ def requeue_stale() -> int:
         except Exception as exc:  # broker still down: try at the next sweep
             log.warning("Broker unavailable, will retry: %s", exc)
             break
+        Video.objects.filter(pk=pk, status=VideoStatus.QUEUED).update(heartbeat_at=now)
     return revived

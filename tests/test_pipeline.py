@@ -166,3 +166,20 @@ def test_worker_crash_leaves_labeled_clips_alone(project, clip_video):
     assert video.claim()
     run_video_pipeline(video)
     assert Clip.objects.filter(pk=clip.pk, status=ClipStatus.ACCEPTED).exists()
+
+
+def test_sweeper_resends_only_rows_not_sent_recently(project, clip_video):
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from annotator.tasks import requeue_stale
+
+    fresh = ingest_upload(project, clip_video, name="fresh.mp4", queue=False)
+    lost = ingest_upload(project, clip_video, name="lost.mp4", queue=False)
+    Video.objects.filter(pk=lost.pk).update(
+        heartbeat_at=timezone.now() - timedelta(minutes=5)
+    )
+    requeue_stale()  # tasks are eager here: the re-sent one runs now
+    assert Video.objects.get(pk=lost.pk).status == VideoStatus.READY
+    assert Video.objects.get(pk=fresh.pk).status == VideoStatus.QUEUED
