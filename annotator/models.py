@@ -7,7 +7,6 @@ touch several models live in ``annotator.services`` and ``annotator.review``.
 from __future__ import annotations
 
 import math
-import traceback as tb
 from datetime import timedelta
 from pathlib import Path
 
@@ -16,6 +15,8 @@ from django.db import connection, models, transaction
 from django.db.models import Q
 from django.utils import timezone
 from django.utils.text import slugify
+
+from harweb.errors import failure_fields
 
 
 class Strategy(models.TextChoices):
@@ -255,8 +256,7 @@ class Video(models.Model):
     def fail(self, exc: BaseException) -> None:
         Video.objects.filter(pk=self.pk).update(
             status=VideoStatus.FAILED,
-            error=str(exc).splitlines()[0][:500] if str(exc) else type(exc).__name__,
-            traceback="".join(tb.format_exception(exc)),
+            **failure_fields(exc),
         )
 
     def frames_path(self) -> Path:
@@ -817,7 +817,6 @@ class Job(models.Model):
         else:
             fields.update(
                 status=JobStatus.FAILED,
-                error=(str(exc).splitlines() or [type(exc).__name__])[0][:500],
-                traceback="".join(tb.format_exception(exc)),
+                **failure_fields(exc),
             )
         Job.objects.filter(pk=self.pk).update(**fields)

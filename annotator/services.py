@@ -28,18 +28,17 @@ def run_video_pipeline(video: Video) -> None:
 def propose_or_record(video: Video) -> None:
     """Make proposals; a missing model is shown on the video, not a failure."""
     video.set_progress(1.0, "Proposing actions")
+    error = ""
     try:
         proposals.propose_video(video)
     except ModelNotFound as exc:
-        Video.objects.filter(pk=video.pk).update(proposal_error=str(exc))
+        error = str(exc)
     except Exception as exc:
         log.exception("Proposals for video %s failed", video.pk)
-        Video.objects.filter(pk=video.pk).update(
-            proposal_error=f"Proposals failed: {exc}"
-        )
-    else:
-        Video.objects.filter(pk=video.pk).update(proposal_error="")
-    Video.objects.filter(pk=video.pk).update(progress_message="Done")
+        error = f"Proposals failed: {exc}"
+    Video.objects.filter(pk=video.pk).update(
+        proposal_error=error, progress_message="Done"
+    )
 
 
 def queue_repropose(project: Project) -> Job:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import traceback as tb
-
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
 from annotator.models import Project
+from harweb.errors import failure_fields
 
 
 class RunStatus(models.TextChoices):
@@ -147,7 +146,6 @@ class TrainingRun(models.Model):
     def fail(self, exc: BaseException) -> None:
         TrainingRun.objects.filter(pk=self.pk).update(
             status=RunStatus.FAILED,
-            error=(str(exc).splitlines() or [type(exc).__name__])[0][:500],
-            traceback="".join(tb.format_exception(exc)),
+            **failure_fields(exc),
             finished_at=timezone.now(),
         )
