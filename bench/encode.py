@@ -25,12 +25,14 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
+
+# First, as in the app: the numerical libraries' thread defaults.
+import training.ml  # noqa: E402, F401, I001
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from training.ml import encoders, zeroshot  # noqa: E402
 from training.ml.clip import LoadedClip, load_clip  # noqa: E402

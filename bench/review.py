@@ -42,8 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run as a script: make the project importable
     sys.path.insert(0, str(ROOT))
 
-# harweb first, as in the web server: it sets numpy's BLAS thread default.
-import harweb  # noqa: E402, F401, I001
+# First, as in the app: the numerical libraries' thread defaults.
+import training.ml  # noqa: E402, F401, I001
 import numpy as np  # noqa: E402
 
 DEFAULT_URL = "postgres://postgres@127.0.0.1:5432/harweb_bench"

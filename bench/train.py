@@ -16,10 +16,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+# First, as in the app: the numerical libraries' thread defaults.
+import training.ml  # noqa: E402, F401, I001
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from training.ml.temporal import TemporalHeadConfig  # noqa: E402
 from training.ml.train import TrainConfig, native_bf16, train_head  # noqa: E402

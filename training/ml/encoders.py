@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from training.ml.clip import LoadedClip
+from training.ml.visiongraph import LeanVisionHead
 
 # Fastest first, as measured on ViT-B/32 (bench/encode.py): the int8 ONNX graph
 # beats torch's dynamic int8 (which re-quantises activations op by op) by ~2.5x,
@@ -36,7 +37,7 @@ CUDA_PREFERENCE = ("cuda-bf16", "cuda-fp16", "fp32")
 BACKENDS = frozenset(CPU_PREFERENCE + CUDA_PREFERENCE)
 ONNX_OPSET = 17
 # Bump when the exported graph changes so stale cached .onnx files are ignored.
-ONNX_FORMAT = 1
+ONNX_FORMAT = 2  # 2: LeanVisionHead (patch MatMul, fused qkv, CLS-only end)
 PROBE_FRAMES = 8
 TEXT_BATCH = 256
 
@@ -129,10 +130,11 @@ def build_backend(
 def _make_runner(
     loaded: LoadedClip, backend: str, device: str, cache_dir: str | Path | None
 ) -> Runner:
-    head = VisionHead(loaded.model).eval()
-    if backend == "fp32":
-        head = head if loaded.device == device else copy.deepcopy(head).to(device)
-        return head
+    if backend == "fp32":  # the reference: transformers' own forward, as is
+        head = VisionHead(loaded.model).eval()
+        return head if loaded.device == device else copy.deepcopy(head).to(device)
+    # The optimised backends run the same maths with less work.
+    head = LeanVisionHead(loaded.model).eval()
     if backend == "int8-dynamic":
         return _int8_dynamic(head)
     if backend == "onnx-int8":
@@ -142,7 +144,7 @@ def _make_runner(
     return lambda x: low(x.to(dtype))
 
 
-def _int8_dynamic(head: VisionHead) -> Runner:
+def _int8_dynamic(head: nn.Module) -> Runner:
     # torch.ao.quantization is deprecated in favour of torchao, which this
     # project does not install; the API still works and is what we measure.
     with warnings.catch_warnings():
@@ -174,7 +176,7 @@ def onnx_int8_path(loaded: LoadedClip, cache_dir: str | Path | None = None) -> P
 
 def export_vision_fp32(loaded: LoadedClip, dest: str | Path) -> None:
     """The vision tower + projection as an fp32 ONNX graph at ``dest``."""
-    head = VisionHead(loaded.model).eval()
+    head = LeanVisionHead(loaded.model).eval()
     if loaded.device != "cpu":
         head = copy.deepcopy(head).cpu()
     dummy = torch.zeros(1, 3, loaded.image_size, loaded.image_size)
@@ -239,6 +241,8 @@ def _onnx_int8(loaded: LoadedClip, cache_dir: str | Path | None) -> Runner:
     # Same thread budget as torch so the two never oversubscribe the cores.
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
+    # No spinning after a run: torch works between runs (see training.ml).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(
         str(onnx_int8_path(loaded, cache_dir)),
         sess_options=options,

@@ -45,6 +45,8 @@ class Model:
         self.labels = [entry["name"] for entry in labels]
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
+        # The two sessions take turns: an idle pool spinning would slow the other.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers = ["CPUExecutionProvider"]
         self.image = ort.InferenceSession(
             str(folder / self.spec["image_encoder"]), options, providers=providers
