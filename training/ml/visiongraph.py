@@ -85,7 +85,9 @@ def _layer(
     def split(t: torch.Tensor) -> torch.Tensor:  # (N, T, D) -> (N, H, T, d)
         return t.reshape(n, -1, heads, dim).transpose(1, 2)
 
-    weights = torch.softmax((split(q) * attn.scale) @ split(k).transpose(-1, -2), -1)
+    scores = (split(q) * attn.scale) @ split(k).transpose(-1, -2)
+    # Softmax in fp32 under bf16/fp16, as transformers does.
+    weights = torch.softmax(scores, -1, dtype=torch.float32).to(scores.dtype)
     out = (weights @ split(v)).transpose(1, 2).reshape(n, -1, heads * dim)
     h = h + attn.out_proj(out)
     return h + layer.mlp(layer.layer_norm2(h))
