@@ -135,7 +135,7 @@ def gemm_ceiling(workdir: Path, rounds: int) -> None:
         quantize_dynamic(fp32, int8, weight_type=QuantType.QInt8)
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(str(int8), options, ["CPUExecutionProvider"])
     feed = {"x": x.numpy()}
     t_fp32, t_int8 = [], []

@@ -241,8 +241,8 @@ def _onnx_int8(loaded: LoadedClip, cache_dir: str | Path | None) -> Runner:
     # Same thread budget as torch so the two never oversubscribe the cores.
     options.intra_op_num_threads = torch.get_num_threads()
     options.inter_op_num_threads = 1
-    # No spinning after a run: torch works between runs (see training.ml).
-    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Spin during a run, not after it: torch works between runs (training.ml).
+    options.add_session_config_entry("session.force_spinning_stop", "1")
     session = ort.InferenceSession(
         str(onnx_int8_path(loaded, cache_dir)),
         sess_options=options,

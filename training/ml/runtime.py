@@ -46,7 +46,7 @@ class Model:
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads
         # The two sessions take turns: an idle pool spinning would slow the other.
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.force_spinning_stop", "1")
         providers = ["CPUExecutionProvider"]
         self.image = ort.InferenceSession(
             str(folder / self.spec["image_encoder"]), options, providers=providers
