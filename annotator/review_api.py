@@ -226,12 +226,13 @@ def clip_decision(request, slug, pk):
     project, role = get_project_for_user(request.user, slug)
     clip = (
         Clip.objects.with_top_label()
-        .select_related("video__project", "label", "labeled_by")
+        .select_related("video", "label", "labeled_by")
         .filter(pk=pk, video__project=project)
         .first()
     )
     if clip is None:
         raise Http404("No such clip")
+    clip.video.project = project  # already loaded: no join for it
     try:
         args = _parse(request.data, project, clip, role, request.user)
         annotation = review.decide(request.user, clip, role=role, **args)

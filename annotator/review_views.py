@@ -210,10 +210,11 @@ def decide(request, slug, pk):
     project, role = get_project_for_user(request.user, slug)
     mode = _mode(request.POST.get("mode"), role)
     clip = get_object_or_404(
-        Clip.objects.with_top_label().select_related("video__project", "label"),
+        Clip.objects.with_top_label().select_related("video", "label"),
         pk=pk,
         video__project=project,
     )
+    clip.video.project = project  # already loaded: no join for it
     try:
         action, label = _parse_choice(request.POST, project, role, request.user)
         annotation = review.decide(
