@@ -48,9 +48,18 @@ def test_lean_head_leaves_the_shared_model_alone(
 ) -> None:
     before = reference(loaded, pixels)
     lean = LeanVisionHead(loaded.model)
-    with torch.no_grad():
-        lean.qkv[0].weight.mul_(0)  # its own copy, not the model's q/k/v
+    with torch.no_grad():  # its own copies, not views of the model's weights
+        lean.patch_proj.weight.mul_(0)
+        lean.layers[0].qkv.weight.mul_(0)
+        lean.layers[0].qkv.bias.mul_(0)
     np.testing.assert_array_equal(reference(loaded, pixels), before)
+
+
+def test_lean_head_rejects_other_image_sizes(loaded: LoadedClip) -> None:
+    lean = LeanVisionHead(loaded.model)
+    size = 2 * loaded.image_size  # would silently reshape into more patches
+    with pytest.raises(ValueError, match="expected pixels shaped"):
+        lean(torch.zeros(1, 3, size, size))
 
 
 def test_exported_fp32_graph_matches_and_has_no_conv(

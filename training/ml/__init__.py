@@ -12,6 +12,7 @@ environment wins.
 """
 
 import os
+import platform
 
 # torch's OpenMP threads (libgomp) spin after each parallel op. Encoding
 # alternates torch (preprocessing, the temporal head) with onnxruntime (the
@@ -22,5 +23,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 # numpy's OpenBLAS spins the same way. With several web processes on a small
 # machine they burned the cores the requests need: bench/review.py measured
 # k-center next-clip p95 53 -> 28 ms (3 processes, 2 cores) with one thread.
-# The matrices numpy sees here are small; one thread is not slower.
-os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+# The matrices numpy sees here are small; one thread is not slower. Only on
+# x86-64, where torch brings its own BLAS (MKL): elsewhere torch may use
+# OpenBLAS too, and its matmuls must keep their threads.
+if platform.machine().lower() in ("x86_64", "amd64"):
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")

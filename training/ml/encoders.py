@@ -133,12 +133,12 @@ def _make_runner(
     if backend == "fp32":  # the reference: transformers' own forward, as is
         head = VisionHead(loaded.model).eval()
         return head if loaded.device == device else copy.deepcopy(head).to(device)
-    # The optimised backends run the same maths with less work.
+    if backend == "onnx-int8":
+        return _onnx_int8(loaded, cache_dir)
+    # The other optimised backends run the same maths with less work.
     head = LeanVisionHead(loaded.model).eval()
     if backend == "int8-dynamic":
         return _int8_dynamic(head)
-    if backend == "onnx-int8":
-        return _onnx_int8(loaded, cache_dir)
     dtype = torch.float16 if backend == "cuda-fp16" else torch.bfloat16
     low = copy.deepcopy(head).to(device=device, dtype=dtype)
     return lambda x: low(x.to(dtype))
@@ -202,7 +202,7 @@ def _export_int8(loaded: LoadedClip, folder: Path, dest: Path) -> None:
     fp32, int8 = folder / f"tmp-{tag}-fp32.onnx", folder / f"tmp-{tag}-int8.onnx"
     try:
         export_vision_fp32(loaded, fp32)
-        # Only the matmuls, where the FLOPs are; the patch conv stays fp32.
+        # Only the matmuls (the patch embedding is one too): the FLOPs are there.
         with _quiet_root_logger("Please consider to run pre-processing"):
             quantize_dynamic(
                 fp32,
