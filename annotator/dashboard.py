@@ -2,30 +2,45 @@
 
 from __future__ import annotations
 
-from django.db.models import Count, Q
+from django.db.models import Count, Q, QuerySet
 
-from annotator.models import Clip, ClipStatus, Project, Video, VideoStatus
+from annotator.models import (
+    LABELED,
+    ActionLabel,
+    Clip,
+    ClipStatus,
+    Project,
+    Video,
+    VideoStatus,
+)
 from annotator.proposals import is_random_model
 from training.ml.segments import merge_segments
 
 BUSY = (VideoStatus.QUEUED, VideoStatus.PROCESSING)
 
 
-def summary(project: Project) -> dict:
+def video_rows(project: Project) -> dict:
+    """The videos table (all the 1 s status poll needs) and whether it polls."""
     videos = list(
         project.videos.annotate(n_clips=Count("clips")).order_by("-created_at")
     )
-    clips = project_clip_counts(project)
-    labels = project.labels.filter(is_active=True).annotate(
+    return {"videos": videos, "busy": any(v.status in BUSY for v in videos)}
+
+
+def label_rows(project: Project) -> QuerySet[ActionLabel]:
+    """Active labels, each with its count of confirmed clips (``n_clips``)."""
+    return project.labels.filter(is_active=True).annotate(
         n_clips=Count("clips", filter=Q(clips__status=ClipStatus.ACCEPTED))
     )
+
+
+def summary(project: Project) -> dict:
     from annotator.review import agreement
 
     return {
-        "videos": videos,
-        "labels": labels,
-        "clip_counts": clips,
-        "busy": any(v.status in BUSY for v in videos),
+        **video_rows(project),
+        "labels": label_rows(project),
+        "clip_counts": project_clip_counts(project),
         "random_model": is_random_model(project.clip_model_name),
         "live_version": project.model_versions.filter(is_live=True).first(),
         "agreement": agreement(project),
@@ -38,7 +53,7 @@ def labeled_chart(project: Project, width: int = 560, height: int = 120) -> dict
     times = list(
         Clip.objects.filter(
             video__project=project,
-            status__in=[ClipStatus.ACCEPTED, ClipStatus.REJECTED],
+            status__in=LABELED,
             labeled_at__isnull=False,
         )
         .order_by("labeled_at")
@@ -69,7 +84,7 @@ def project_clip_counts(project: Project) -> dict:
         .values_list("clips__status", "n")
     )
     total = sum(n for s, n in counts.items() if s)
-    labeled = counts.get(ClipStatus.ACCEPTED, 0) + counts.get(ClipStatus.REJECTED, 0)
+    labeled = sum(counts.get(status, 0) for status in LABELED)
     return {"total": total, "labeled": labeled, "unlabeled": total - labeled}
 
 

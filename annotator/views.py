@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Q
+from django.db.models import Count
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -23,7 +23,7 @@ from annotator.access import (
 from annotator.forms import LabelForm
 from annotator.ingest import ingest_upload
 from annotator.labels import label_history, merge_labels, save_label
-from annotator.models import ClipStatus, VideoStatus
+from annotator.models import JobStatus, VideoStatus
 from annotator.ranges import ranged_file_response
 
 
@@ -38,10 +38,12 @@ def project_list(request):
 @login_required
 def project_dashboard(request, slug):
     project, role = get_project_for_user(request.user, slug)
-    ctx = {"project": project, "role": role, **dashboard.summary(project)}
+    ctx = {"project": project, "role": role}
     if request.htmx and request.GET.get("partial") == "videos":
+        ctx.update(dashboard.video_rows(project))  # only what the poll shows
         resp = render(request, "annotator/project_dashboard.html#videos", ctx)
         return resp if ctx["busy"] else HttpResponseStopPolling(resp.content)
+    ctx.update(dashboard.summary(project))
     return render(request, "annotator/project_dashboard.html", ctx)
 
 
@@ -115,26 +117,18 @@ def labels(request, slug):
             save_label(form, user=request.user)
             messages.success(request, "Saved; proposals are being re-scored.")
             return redirect("labels", slug=slug)
-    label_rows = project.labels.filter(is_active=True).annotate(
-        n_clips=Count("clips", filter=Q(clips__status=ClipStatus.ACCEPTED))
-    )
-    ctx = {
-        "project": project,
-        "role": role,
-        "form": form,
-        "labels": label_rows,
-        "can_edit": role in EDITORS,
-        "job": project.jobs.first(),
-        "history": label_history(project),
-    }
+    job = project.jobs.first()
+    ctx = {"project": project, "role": role, "job": job}
     if request.htmx and request.GET.get("partial") == "job":
         resp = render(request, "annotator/labels.html#job", ctx)
-        job = ctx["job"]
-        return (
-            resp
-            if job and job.status in ("queued", "running")
-            else (HttpResponseStopPolling(resp.content))
-        )
+        running = job and job.status in (JobStatus.QUEUED, JobStatus.RUNNING)
+        return resp if running else HttpResponseStopPolling(resp.content)
+    ctx.update(
+        form=form,
+        labels=dashboard.label_rows(project),
+        can_edit=role in EDITORS,
+        history=label_history(project),
+    )
     return render(request, "annotator/labels.html", ctx)
 
 
