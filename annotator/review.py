@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, MutableMapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
@@ -65,10 +65,13 @@ __all__ = [
     "clear_caches",
     "clip_card",
     "decide",
+    "forget_skip",
     "labeled_today",
     "next_clip_for",
     "remaining",
+    "remember_skip",
     "resolve_label",
+    "skipped_ids",
     "undo_last",
 ]
 
@@ -828,6 +831,31 @@ def undo_last(user, project: Project, *, mode: Mode = Mode.LABEL) -> Annotation:
         raise NothingToUndo("Nothing to undo.")
     ann.undo()
     return ann
+
+
+# --------------------------------------------------------------------------
+# skipped clips, remembered per session and project (not shown again)
+
+_SKIPPED_MAX = 500
+
+
+def _skip_key(project: Project) -> str:
+    return f"review_skipped:{project.pk}"
+
+
+def skipped_ids(session: MutableMapping, project: Project) -> set[int]:
+    return set(session.get(_skip_key(project), []))
+
+
+def remember_skip(session: MutableMapping, project: Project, clip_id: int) -> None:
+    ids = [i for i in session.get(_skip_key(project), []) if i != clip_id]
+    session[_skip_key(project)] = [*ids, clip_id][-_SKIPPED_MAX:]
+
+
+def forget_skip(session: MutableMapping, project: Project, clip_id: int) -> None:
+    ids = session.get(_skip_key(project), [])
+    if clip_id in ids:
+        session[_skip_key(project)] = [i for i in ids if i != clip_id]
 
 
 # --------------------------------------------------------------------------

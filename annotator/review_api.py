@@ -29,7 +29,6 @@ from annotator.models import (
 from annotator.review import Mode
 
 _FIELDS = ("decision", "label", "start_s", "end_s", "duration_ms", "create_label")
-_SESSION_SKIPPED = "review_skipped:{}"
 
 
 def _bad(message: str, status: int = 400) -> Response:
@@ -113,10 +112,6 @@ def _state_json(clip: Clip) -> dict:
     }
 
 
-def _skipped(request, project: Project) -> set[int]:
-    return set(request.session.get(_SESSION_SKIPPED.format(project.pk), []))
-
-
 @api_view(["GET"])
 def queue_next(request, slug):
     """Claim the next clip (``?mode=review`` for second opinions).
@@ -136,7 +131,7 @@ def queue_next(request, slug):
     clip = review.next_clip_for(
         request.user,
         project,
-        exclude=exclude | _skipped(request, project),
+        exclude=exclude | review.skipped_ids(request.session, project),
         mode=mode,
     )
     return Response(
@@ -239,9 +234,7 @@ def clip_decision(request, slug, pk):
     except DecisionError as exc:
         return _bad(str(exc), exc.status_code)
     if annotation.decision == Decision.SKIP:
-        key = _SESSION_SKIPPED.format(project.pk)
-        ids = request.session.get(key, [])
-        request.session[key] = [*ids, clip.pk][-500:]
+        review.remember_skip(request.session, project, clip.pk)
     return Response(
         {"annotation": _annotation_json(annotation), "clip": _state_json(clip)},
         status=201,

@@ -14,7 +14,7 @@ from urllib.parse import urlencode
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -24,9 +24,6 @@ from annotator.access import EDITORS, get_project_for_user
 from annotator.models import ActionLabel, Clip, Decision, DecisionError, Project
 from annotator.review import Mode
 
-# Skipped clips remembered per session and project (not shown again).
-_SKIPPED_MAX = 500
-
 
 def _mode(value: str | None, role: str | None) -> Mode:
     if value == Mode.REVIEW:
@@ -34,25 +31,6 @@ def _mode(value: str | None, role: str | None) -> Mode:
             raise PermissionDenied("Only admins and reviewers give second opinions.")
         return Mode.REVIEW
     return Mode.LABEL
-
-
-def _session_key(project: Project) -> str:
-    return f"review_skipped:{project.pk}"
-
-
-def _skipped(request: HttpRequest, project: Project) -> set[int]:
-    return set(request.session.get(_session_key(project), []))
-
-
-def _remember_skip(request: HttpRequest, project: Project, clip_id: int) -> None:
-    ids = [i for i in request.session.get(_session_key(project), []) if i != clip_id]
-    request.session[_session_key(project)] = [*ids, clip_id][-_SKIPPED_MAX:]
-
-
-def _forget_skip(request: HttpRequest, project: Project, clip_id: int) -> None:
-    ids = request.session.get(_session_key(project), [])
-    if clip_id in ids:
-        request.session[_session_key(project)] = [i for i in ids if i != clip_id]
 
 
 def _ids(value: str | None) -> set[int]:
@@ -130,7 +108,7 @@ def review_page(request, slug):
     project, role = get_project_for_user(request.user, slug)
     mode = _mode(request.GET.get("mode"), role)
     labels = _labels(project)
-    skipped = _skipped(request, project)
+    skipped = review.skipped_ids(request.session, project)
     ctx = _base_context(request, project, role, mode, labels)
     if request.GET.get("partial") == "next":
         held = _ids(request.GET.get("held"))
@@ -239,7 +217,7 @@ def decide(request, slug, pk):
         ctx = _base_context(request, project, role, mode, labels)
         return _error(request, ctx, str(exc), status)
     if annotation.decision == Decision.SKIP:
-        _remember_skip(request, project, clip.pk)
+        review.remember_skip(request.session, project, clip.pk)
     if not request.htmx:
         return redirect(_review_url(project, mode))
     labels = _labels(project)
@@ -250,7 +228,7 @@ def decide(request, slug, pk):
         project,
         mode,
         labels,
-        exclude=_skipped(request, project) | held,
+        exclude=review.skipped_ids(request.session, project) | held,
         want=_want(request.POST.get("want")),
         autoplay=not held,
     )
@@ -271,7 +249,7 @@ def undo(request, slug):
         labels = _labels(project)
         ctx = _base_context(request, project, role, mode, labels)
         return _error(request, ctx, str(exc), exc.status_code)
-    _forget_skip(request, project, annotation.clip_id)
+    review.forget_skip(request.session, project, annotation.clip_id)
     if not request.htmx:
         messages.success(request, "Undone: the clip is back for you to decide.")
         return redirect(_review_url(project, mode, clip=annotation.clip_id))
