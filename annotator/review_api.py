@@ -256,6 +256,7 @@ def undo(request, slug):
         annotation = review.undo_last(request.user, project, mode=mode)
     except DecisionError as exc:
         return _bad(str(exc), exc.status_code)
+    review.forget_skip(request.session, project, annotation.clip_id)
     clip = Clip.objects.select_related("video", "label", "labeled_by").get(
         pk=annotation.clip_id
     )

@@ -729,3 +729,17 @@ def test_api_reviewer_mode(client, client_in, user, rita, queue, labels):
     assert resp.status_code == 201 and resp.json()["annotation"]["agrees"] is True
     resp = _post(client, "/api/projects/test/undo", {"mode": "review"})
     assert resp.status_code == 200 and resp.json()["undone"]["decision"] == "review"
+
+
+def test_api_undo_of_a_skip_brings_the_clip_back(client_in, user, claimed):
+    clip_id = claimed["clip"]["id"]
+    url = f"/api/projects/test/clips/{clip_id}/decision"
+    assert _post(client_in, url, {"decision": "skip"}).status_code == 201
+    skipped_next = client_in.get("/api/projects/test/queue/next").json()
+    assert skipped_next["clip"]["id"] != clip_id  # not shown again...
+    resp = _post(client_in, "/api/projects/test/undo", {})
+    assert resp.status_code == 200 and resp.json()["clip"]["id"] == clip_id
+    # ...until it is undone: then it is the caller's to decide again.
+    held = skipped_next["clip"]["id"]
+    again = client_in.get(f"/api/projects/test/queue/next?exclude={held}").json()
+    assert again["clip"]["id"] == clip_id
