@@ -28,6 +28,7 @@ __all__ = [
     "kcenter_greedy",
     "least_confidence_scores",
     "margin_scores",
+    "max_similarity_to",
     "needs_cold_start",
     "rank_candidates",
 ]
@@ -111,7 +112,7 @@ def _top_k(scores: np.ndarray, k: int) -> np.ndarray:
     return cand[order].astype(np.int64)
 
 
-def _max_similarity_to(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
+def max_similarity_to(x: np.ndarray, centers: np.ndarray) -> np.ndarray:
     """Max cosine similarity of each row of ``x`` to any row of ``centers``."""
     best = np.full(x.shape[0], -np.inf, dtype=np.float32)
     for start in range(0, centers.shape[0], _DIST_CHUNK):
@@ -200,7 +201,7 @@ def kcenter_greedy(emb: np.ndarray, labeled_mask: np.ndarray, k: int) -> np.ndar
     if labeled.any():
         # Labeled rows are never picked, so only unlabeled rows need distances.
         min_dist = np.full(n, -np.inf, dtype=np.float32)
-        min_dist[~labeled] = 1.0 - _max_similarity_to(x[~labeled], x[labeled])
+        min_dist[~labeled] = 1.0 - max_similarity_to(x[~labeled], x[labeled])
         start = 0
     else:
         # Nothing covered yet: seed with the most central clip.

@@ -576,11 +576,7 @@ def _build_kcenter(project: Project, emb: ProjectEmbeddings, now) -> _KCenter:
     labeled = labeled[labeled >= 0]
     x = emb.emb
     if labeled.size:
-        best = np.full(x.shape[0], -np.inf, dtype=np.float32)
-        for start in range(0, labeled.size, 1024):
-            sims = x @ x[labeled[start : start + 1024]].T
-            np.maximum(best, sims.max(axis=1), out=best)
-        min_dist = 1.0 - best
+        min_dist = 1.0 - active.max_similarity_to(x, x[labeled])
         min_dist[labeled] = -np.inf
     else:
         # Nothing covered yet: the most central clip goes first (above any
