@@ -354,22 +354,16 @@ class Clip(models.Model):
     def __str__(self) -> str:
         return f"{self.video} [{self.start_s:.1f}–{self.end_s:.1f}s]"
 
-    @property
-    def is_labeled(self) -> bool:
-        return self.status in (ClipStatus.ACCEPTED, ClipStatus.REJECTED)
-
     # --- claims --------------------------------------------------------------
 
-    def claim_for(
-        self, user, *, statuses=UNLABELED, seconds: int | None = None
-    ) -> bool:
+    def claim_for(self, user, *, statuses=UNLABELED) -> bool:
         """Atomically claim (or renew) the clip for ``user``; False if taken.
 
         One conditional UPDATE: of two users racing for the same clip exactly
         one matches the WHERE clause, so nobody ever shares a clip.
         """
         now = timezone.now()
-        until = now + timedelta(seconds=seconds or settings.HARWEB_CLAIM_SECONDS)
+        until = now + timedelta(seconds=settings.HARWEB_CLAIM_SECONDS)
         n = Clip.objects.filter(
             claim_free(user, now), pk=self.pk, status__in=statuses
         ).update(claimed_by=user, claimed_until=until)
@@ -378,9 +372,7 @@ class Clip(models.Model):
         return n == 1
 
     @classmethod
-    def claim_first(
-        cls, user, ids: list[int], *, statuses=UNLABELED, seconds: int | None = None
-    ) -> int | None:
+    def claim_first(cls, user, ids: list[int], *, statuses=UNLABELED) -> int | None:
         """Claim the first of ``ids`` (in that order) that is free; its id.
 
         On PostgreSQL this is one statement, ``SKIP LOCKED``: annotators
@@ -391,7 +383,7 @@ class Clip(models.Model):
         if not ids:
             return None
         now = timezone.now()
-        until = now + timedelta(seconds=seconds or settings.HARWEB_CLAIM_SECONDS)
+        until = now + timedelta(seconds=settings.HARWEB_CLAIM_SECONDS)
         if connection.vendor == "postgresql":
             table = connection.ops.quote_name(cls._meta.db_table)
             with connection.cursor() as cursor:
@@ -434,9 +426,6 @@ class Clip(models.Model):
         if n:
             self.claimed_by, self.claimed_until = None, None
         return n == 1
-
-    def is_claimed_by(self, user) -> bool:
-        return self.claimed_by_id == user.pk
 
     # --- decisions -----------------------------------------------------------
 
@@ -729,13 +718,6 @@ class Annotation(models.Model):
     class Meta:
         ordering = ["-created_at", "-id"]
         indexes = [models.Index(fields=["user", "created_at"])]
-
-    @property
-    def is_review_mode(self) -> bool:
-        """Made in reviewer mode: a second opinion, or a skip of a decided clip."""
-        return self.decision == Decision.REVIEW or (
-            self.decision == Decision.SKIP and self.previous.get("status") in LABELED
-        )
 
     def undo(self) -> Clip:
         """Put the clip back as it was before this decision and re-claim it.

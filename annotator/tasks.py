@@ -25,13 +25,6 @@ def process_video_task(video_id: int) -> None:
 
 
 @shared_task(acks_late=True)
-def propose_video_task(video_id: int) -> None:
-    video = Video.objects.select_related("project").filter(pk=video_id).first()
-    if video is not None and video.status == VideoStatus.READY:
-        services.propose_or_record(video)
-
-
-@shared_task(acks_late=True)
 def run_job_task(job_id: int) -> None:
     job = Job.objects.select_related("project").filter(pk=job_id).first()
     if job is None or not job.claim():
