@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from annotator import media
 from annotator.models import Clip, ClipStatus, Video, VideoStatus
-from annotator.storage import media_path, relative
+from annotator.storage import media_path, relative, write_atomically
 
 Progress = Callable[[float, str], None]
 
@@ -33,9 +33,7 @@ def process_video(video: Video, progress: Progress | None = None) -> None:
         fps=video.project.sample_fps,
         progress=lambda f: report(0.25 + 0.6 * f, "Sampling frames"),
     )
-    path = video.frames_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frames.save(path)
+    path = write_atomically(video.frames_path(), frames.save)
     report(0.87, "Cutting clips")
     _replace_clips(video, frames, info.duration)
     video.frames_file = relative(path)

@@ -31,7 +31,7 @@ from annotator.models import (
     Video,
     VideoStatus,
 )
-from annotator.storage import media_path
+from annotator.storage import media_path, write_atomically
 from training.ml import clip as clipml
 from training.ml import encoders, segments, zeroshot
 
@@ -159,10 +159,7 @@ def frame_embeddings(video: Video, loaded: clipml.LoadedClip) -> np.ndarray:
     emb = (
         image_encoder(loaded, video.project_id).encode(frames.frames).astype(np.float16)
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp.npy")
-    np.save(tmp, emb)
-    tmp.replace(path)
+    write_atomically(path, lambda tmp: np.save(tmp, emb))
     return emb
 
 
@@ -175,8 +172,7 @@ def text_embeddings(loaded: clipml.LoadedClip, prompts: list[str]) -> np.ndarray
     if path.exists():
         return np.load(path)
     emb = zeroshot.label_text_embeddings(loaded, prompts).astype(np.float32)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, emb)
+    write_atomically(path, lambda tmp: np.save(tmp, emb))
     return emb
 
 
