@@ -291,9 +291,14 @@ def native_cpu_bf16() -> bool:
         return False
 
 
+def backend_device(device: str) -> str:
+    """``device`` when it names CUDA and CUDA is there; otherwise "cpu"."""
+    return device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
+
+
 def default_preference(device: str = "cpu") -> tuple[str, ...]:
     """Backends to try, fastest first, for this device and CPU."""
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if backend_device(device) != "cpu":
         return CUDA_PREFERENCE
     if native_cpu_bf16():
         return CPU_PREFERENCE
@@ -310,8 +315,7 @@ def build_image_encoder(
     probe_frames: np.ndarray | None = None,
 ) -> ImageEncoder:
     """The first backend in ``prefer`` whose output matches fp32 closely enough."""
-    on_cuda = device.startswith("cuda") and torch.cuda.is_available()
-    device = device if on_cuda else "cpu"
+    device = backend_device(device)
     order = list(prefer or default_preference(device))
     if "fp32" not in order:
         order.append("fp32")  # always a correct answer to fall back on
@@ -319,8 +323,11 @@ def build_image_encoder(
     reference_encoder = build_backend(loaded, "fp32", device=device)
     reference = reference_encoder.encode(probe)
     parity: dict[str, dict[str, Any]] = {}
-    chosen = reference_encoder
+    chosen = reference_encoder  # fp32 is the reference: accepted as it is
     for backend in order:
+        if backend == "fp32":
+            parity[backend] = _verdict(1.0, True)
+            break
         encoder, parity[backend] = _try_backend(
             loaded, backend, device, cache_dir, probe, reference, min_cosine
         )
@@ -340,8 +347,6 @@ def _try_backend(
     reference: np.ndarray,
     min_cosine: float,
 ) -> tuple[ImageEncoder | None, dict[str, Any]]:
-    if backend == "fp32":
-        return build_backend(loaded, "fp32", device=device), _verdict(1.0, True)
     try:
         encoder = build_backend(loaded, backend, device=device, cache_dir=cache_dir)
         cosine = min_row_cosine(encoder.encode(probe), reference)

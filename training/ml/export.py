@@ -27,7 +27,6 @@ import resource
 import shutil
 import threading
 import time
-import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,7 +42,7 @@ from training.ml.train import predict
 # Expected speed order on CPU (the issue's order; fp32 last). Every candidate
 # is measured anyway and the fastest accepted one wins.
 CPU_ORDER = ("onnx-int8", "int8-dynamic", "bf16", "fp32")
-CUDA_ORDER = ("cuda-bf16", "cuda-fp16", "fp32")
+CUDA_ORDER = encoders.CUDA_PREFERENCE
 MIN_COSINE = 0.999
 MIN_AGREEMENT = 0.99
 # Parity runs on at most this many held-out clips (frames = clips x T), speed
@@ -102,7 +101,7 @@ class ExportResult:
 
 def candidate_backends(device: str = "cpu") -> tuple[str, ...]:
     """Backends to try on ``device``, fastest expected first, fp32 last."""
-    if device.startswith("cuda") and torch.cuda.is_available():
+    if encoders.backend_device(device) != "cpu":
         return CUDA_ORDER
     return CPU_ORDER
 
@@ -141,9 +140,7 @@ def optimize(
     """Measure every candidate backend on ``clips`` and choose the fastest
     accepted one. ``clips`` is (N, T, H, W, 3) uint8; None or empty uses
     synthetic probe frames. Backend failures are recorded, never raised."""
-    device = (
-        device if device.startswith("cuda") and torch.cuda.is_available() else "cpu"
-    )
+    device = encoders.backend_device(device)
     head = head.eval()
     ctx = _Context(
         loaded,
@@ -358,7 +355,7 @@ def export_standalone(
     if int8:
         shutil.copyfile(encoders.onnx_int8_path(loaded, cache_dir), dest / IMAGE_ONNX)
     else:
-        export_image_fp32(loaded, dest / IMAGE_ONNX)
+        encoders.export_vision_fp32(loaded, dest / IMAGE_ONNX)
     cfg = head.config
     head_diff = artifacts.export_onnx_head(
         head, dest / HEAD_ONNX, cfg.num_frames, cfg.embed_dim
@@ -375,15 +372,3 @@ def export_standalone(
         "num_frames": cfg.num_frames,
         "embed_dim": cfg.embed_dim,
     }
-
-
-def export_image_fp32(loaded: LoadedClip, path: str | Path) -> None:
-    """The vision tower + projection as an fp32 ONNX graph (same I/O names as
-    the int8 graph ``encoders`` builds), written atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:12]}")
-    try:
-        encoders.export_vision_fp32(loaded, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
