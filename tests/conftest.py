@@ -7,7 +7,6 @@ and fail instead under HARWEB_REQUIRE_SERVICES=1 (as in CI).
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
 
 import pytest
@@ -22,14 +21,6 @@ def need(condition: bool, what: str) -> None:
     if REQUIRE:
         pytest.fail(f"{what} is required under HARWEB_REQUIRE_SERVICES=1")
     pytest.skip(f"{what} is not available")
-
-
-def port_open(host: str, port: int) -> bool:
-    try:
-        with socket.create_connection((host, port), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(autouse=True)

@@ -82,11 +82,8 @@ def _settled(page) -> None:
 
 
 def test_keyboard_labeling_end_to_end(
-    live_server, transactional_db, settings, browser, project, user, two_videos
+    live_server, transactional_db, browser, project, user, two_videos
 ):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-    user.set_password("pw-ann-123")
-    user.save()
     page = browser.new_page(viewport={"width": 1360, "height": 900})
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))

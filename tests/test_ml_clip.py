@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import time
 from functools import lru_cache
 from pathlib import Path
@@ -23,11 +24,6 @@ SENTENCES = [
     "A Video of the person PRACTICING  jumping jacks!",
     "someone's doing 3 push-ups, isn't it?",
 ]
-
-
-@pytest.fixture(scope="session")
-def dev_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dev_clip(tmp_path_factory.mktemp("clip") / "tiny", "tiny", seed=0)
 
 
 @pytest.fixture(autouse=True)
@@ -97,8 +93,8 @@ def _reference_encode(text: str) -> list[int]:
 # --- dev checkpoint files -----------------------------------------------------
 
 
-def test_dev_clip_writes_hf_layout(dev_clip_dir: Path) -> None:
-    names = {p.name for p in dev_clip_dir.iterdir()}
+def test_dev_clip_writes_hf_layout(tiny_clip_dir: Path) -> None:
+    names = {p.name for p in tiny_clip_dir.iterdir()}
     expected = {
         "config.json",
         "model.safetensors",
@@ -110,21 +106,21 @@ def test_dev_clip_writes_hf_layout(dev_clip_dir: Path) -> None:
         "harweb_dev_model.json",
     }
     assert expected <= names
-    marker = json.loads((dev_clip_dir / "harweb_dev_model.json").read_text())
+    marker = json.loads((tiny_clip_dir / "harweb_dev_model.json").read_text())
     assert marker == {"random_weights": True, "size": "tiny", "seed": 0}
-    vocab = json.loads((dev_clip_dir / "vocab.json").read_text())
+    vocab = json.loads((tiny_clip_dir / "vocab.json").read_text())
     assert len(vocab) == 49408
     assert vocab["<|startoftext|>"] == 49406 and vocab["<|endoftext|>"] == 49407
-    merges = (dev_clip_dir / "merges.txt").read_text().splitlines()
+    merges = (tiny_clip_dir / "merges.txt").read_text().splitlines()
     assert merges[0] == "#version: 0.2" and len(merges) == 1 + 48894
-    pre = json.loads((dev_clip_dir / "preprocessor_config.json").read_text())
+    pre = json.loads((tiny_clip_dir / "preprocessor_config.json").read_text())
     assert pre["crop_size"] == {"height": 224, "width": 224}
     assert pre["image_mean"][0] == pytest.approx(0.48145466)
 
 
 @pytest.mark.parametrize("cls", [CLIPTokenizer, CLIPTokenizerFast])
-def test_tokenizer_matches_open_clip(dev_clip_dir: Path, cls: type) -> None:
-    tok = cls.from_pretrained(dev_clip_dir)
+def test_tokenizer_matches_open_clip(tiny_clip_dir: Path, cls: type) -> None:
+    tok = cls.from_pretrained(tiny_clip_dir)
     for text in SENTENCES:
         assert tok(text).input_ids == _reference_encode(text), text
     # Published ids of the real CLIP vocabulary.
@@ -146,9 +142,9 @@ def test_make_dev_clip_leaves_global_rng_alone(tmp_path: Path) -> None:
 # --- loading ------------------------------------------------------------------
 
 
-def test_load_local_folder(dev_clip_dir: Path) -> None:
+def test_load_local_folder(tiny_clip_dir: Path) -> None:
     start = time.perf_counter()
-    loaded = clipml.load_clip(str(dev_clip_dir))
+    loaded = clipml.load_clip(str(tiny_clip_dir))
     assert time.perf_counter() - start < 5
     assert loaded.is_random
     assert not loaded.model.training
@@ -156,22 +152,22 @@ def test_load_local_folder(dev_clip_dir: Path) -> None:
     assert loaded.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))
     assert loaded.logit_scale == pytest.approx(float(torch.tensor(2.6592).exp()), 1e-3)
     assert loaded.model.dtype == torch.float32
-    assert clipml.load_clip(str(dev_clip_dir)) is loaded  # process cache
+    assert clipml.load_clip(str(tiny_clip_dir)) is loaded  # process cache
 
 
 def test_fingerprint_stable_and_weight_sensitive(
-    dev_clip_dir: Path, tmp_path: Path
+    tiny_clip_dir: Path, tmp_path: Path
 ) -> None:
-    first = clipml.load_clip(str(dev_clip_dir)).fingerprint
+    first = clipml.load_clip(str(tiny_clip_dir)).fingerprint
     clipml.clear_cache()
-    assert clipml.load_clip(str(dev_clip_dir)).fingerprint == first
-    assert clipml.local_fingerprint(dev_clip_dir) == first
+    assert clipml.load_clip(str(tiny_clip_dir)).fingerprint == first
+    assert clipml.local_fingerprint(tiny_clip_dir) == first
     other = make_dev_clip(tmp_path / "seed1", "tiny", seed=1)
     assert clipml.local_fingerprint(other) != first
 
 
-def test_real_folder_is_not_random(dev_clip_dir: Path, tmp_path: Path) -> None:
-    real = make_dev_clip(tmp_path / "real", "tiny")
+def test_real_folder_is_not_random(tiny_clip_dir: Path, tmp_path: Path) -> None:
+    real = Path(shutil.copytree(tiny_clip_dir, tmp_path / "real"))
     (real / "harweb_dev_model.json").unlink()
     assert not clipml.load_clip(str(real)).is_random
 

@@ -9,17 +9,11 @@ import pytest
 
 from training.ml import encoders, zeroshot
 from training.ml.clip import LoadedClip, load_clip
-from training.ml.devclip import make_dev_clip
-
-
-@pytest.fixture(scope="session")
-def dev_clip_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_dev_clip(tmp_path_factory.mktemp("clip") / "tiny", "tiny", seed=0)
 
 
 @pytest.fixture(scope="module")
-def loaded(dev_clip_dir: Path) -> LoadedClip:
-    return load_clip(str(dev_clip_dir))
+def loaded(tiny_clip_dir: Path) -> LoadedClip:
+    return load_clip(str(tiny_clip_dir))
 
 
 @pytest.fixture(scope="module")

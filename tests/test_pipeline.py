@@ -124,7 +124,7 @@ def test_random_model_banner_and_timeline_on_video_page(client_in, project, clip
         f"/p/test/videos/{video.pk}/?partial=status", HTTP_HX_REQUEST="true"
     )
     assert resp.status_code == 286
-    assert b"seg" in resp.content
+    assert b'class="seg"' in resp.content
 
 
 def test_missing_model_is_a_clear_error_naming_the_setting(

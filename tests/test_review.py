@@ -34,11 +34,6 @@ pytestmark = pytest.mark.django_db
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _fresh_caches():
     review.clear_caches()
     yield
@@ -459,10 +454,6 @@ def test_exclude_and_empty_queue(user, project, video):
 @pytest.fixture
 def queue(project, video):
     return [add_clip(video, i, [0.7 - i * 0.01, 0.2, 0.1 + i * 0.01]) for i in range(6)]
-
-
-def _held(client_in, **extra):
-    return client_in.get("/p/test/review/", **extra)
 
 
 def test_page_shows_a_clip_and_prefetches_the_next(client_in, user, queue):

@@ -41,11 +41,6 @@ LOGIN = "/accounts/login/"
 
 
 @pytest.fixture(autouse=True)
-def _fast_passwords(settings):
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
-@pytest.fixture(autouse=True)
 def _fresh_caches():
     review.clear_caches()
 
