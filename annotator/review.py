@@ -105,6 +105,11 @@ class Mode(StrEnum):
     LABEL = "label"
     REVIEW = "review"
 
+    @property
+    def statuses(self) -> tuple[str, ...]:
+        """Clip statuses this mode works on: undecided, or decided (review)."""
+        return LABELED if self == Mode.REVIEW else UNLABELED
+
 
 class NothingToUndo(ClipConflict):
     """The user has no decision left to undo in this mode."""
@@ -183,21 +188,26 @@ def _reviewed() -> Exists:
     )
 
 
-def review_pool(project: Project, user, exclude: Iterable[int] = ()) -> QuerySet[Clip]:
+def _awaiting_review(project: Project, user) -> QuerySet[Clip]:
     """Clips someone else decided and nobody has given a second opinion on."""
-    now = timezone.now()
     return (
         project_clips(project)
         .filter(status__in=LABELED)
         .exclude(labeled_by=user)
-        .filter(_free(now))
         .exclude(_reviewed())
-        .exclude(pk__in=list(exclude))
+    )
+
+
+def review_pool(project: Project, user, exclude: Iterable[int] = ()) -> QuerySet[Clip]:
+    """The clips awaiting ``user``'s second opinion that are free to claim."""
+    now = timezone.now()
+    return (
+        _awaiting_review(project, user).filter(_free(now)).exclude(pk__in=list(exclude))
     )
 
 
 def _own_claims(project: Project, user, exclude, mode: Mode) -> QuerySet[Clip]:
-    statuses = LABELED if mode == Mode.REVIEW else UNLABELED
+    statuses = mode.statuses
     return (
         project_clips(project)
         .filter(claimed_by=user, claimed_until__gt=timezone.now())
@@ -658,7 +668,7 @@ def next_clip_for(
     ones skipped this session.
     """
     exclude = set(exclude)
-    statuses = LABELED if mode == Mode.REVIEW else UNLABELED
+    statuses = mode.statuses
     own = _own_claims(project, user, exclude, mode).first()
     if own is not None and own.claim_for(user, statuses=statuses):
         return own
@@ -687,7 +697,7 @@ def next_clip_for(
 
 def own_claimed_clip(user, project: Project, pk: int, mode: Mode) -> Clip | None:
     """Clip ``pk`` if ``user`` holds it (to show it again after an undo)."""
-    statuses = LABELED if mode == Mode.REVIEW else UNLABELED
+    statuses = mode.statuses
     clip = (
         project_clips(project)
         .select_related("video", "label", "labeled_by")
@@ -877,13 +887,7 @@ def remaining(project: Project, user, mode: Mode = Mode.LABEL) -> int:
     if mode == Mode.REVIEW:
         return _ttl_cached(
             ("review-left", user.pk, *_identity(project)),
-            lambda: (
-                project_clips(project)
-                .filter(status__in=LABELED)
-                .exclude(labeled_by=user)
-                .exclude(_reviewed())
-                .count()
-            ),
+            lambda: _awaiting_review(project, user).count(),
         )
     return _ttl_cached(
         ("left", *_identity(project)),
