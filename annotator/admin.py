@@ -67,6 +67,7 @@ class VideoAdmin(admin.ModelAdmin):
 class ClipAdmin(admin.ModelAdmin):
     list_display = ["__str__", "status", "label", "labeled_by", "top_prob"]
     list_filter = ["status", "video__project"]
+    list_select_related = ["video", "label", "labeled_by"]  # __str__ reads video
     raw_id_fields = ["video", "label"]
 
 
@@ -82,6 +83,7 @@ class AnnotationAdmin(admin.ModelAdmin):
         "undone_at",
     ]
     list_filter = ["decision"]
+    list_select_related = ["clip__video", "user", "label"]  # the clip shows its video
     raw_id_fields = ["clip"]
 
 

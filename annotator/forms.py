@@ -45,7 +45,8 @@ class LabelForm(forms.ModelForm):
                 "review shortcuts)."
             )
         if key:
-            clash = self.project.labels.filter(hotkey=key).exclude(pk=self.instance.pk)
-            if clash.exists():
-                raise forms.ValidationError(f"“{key}” is already used by {clash[0]}.")
+            labels = self.project.labels.exclude(pk=self.instance.pk)
+            clash = labels.filter(hotkey=key).first()
+            if clash is not None:
+                raise forms.ValidationError(f"“{key}” is already used by {clash}.")
         return key

@@ -33,13 +33,18 @@ def _snapshot(label: ActionLabel) -> dict:
     return {f: getattr(label, f) for f in _TRACKED}
 
 
+def _next_color(project) -> str:
+    """The palette colour for a project's next label (the palette cycles)."""
+    return PALETTE[project.labels.count() % len(PALETTE)]
+
+
 @transaction.atomic
 def save_label(form, *, user=None) -> ActionLabel:
     """Create or edit a label from a valid form; re-score when CLIP text changed."""
     label: ActionLabel = form.instance
     before = _snapshot(ActionLabel.objects.get(pk=label.pk)) if label.pk else {}
     if not label.pk and not form.cleaned_data.get("color"):
-        label.color = PALETTE[label.project.labels.count() % len(PALETTE)]
+        label.color = _next_color(label.project)
     label = form.save()
     after = _snapshot(label)
     if before != after:
@@ -58,9 +63,8 @@ def save_label(form, *, user=None) -> ActionLabel:
 
 def create_label(project, name: str, prompt: str = "", *, user=None) -> ActionLabel:
     """Programmatic creation (demo, type-ahead) with a palette colour."""
-    color = PALETTE[project.labels.count() % len(PALETTE)]
     label = ActionLabel.objects.create(
-        project=project, name=name, prompt=prompt, color=color
+        project=project, name=name, prompt=prompt, color=_next_color(project)
     )
     LabelChange.objects.create(
         label=label, user=user, action="create", after=_snapshot(label)
