@@ -297,12 +297,18 @@ def _truncated(why: str) -> str:
     return f"The video file is truncated or corrupt ({why})."
 
 
-def _timing(stream: av.VideoStream, scan: _Scan) -> tuple[float, float, float]:
-    """(start_time, duration, fps) from the packet timestamps."""
+def _span(stream: av.VideoStream, scan: _Scan) -> tuple[np.ndarray, Fraction, float]:
+    """(sorted unique pts, time base, seconds from the first frame to the end of
+    the last one, whose length is guessed when the container does not say)."""
     tb = _time_base(stream)
     pts = np.unique(np.asarray(scan.pts, dtype=np.int64))
-    last_dur = scan.durations.get(int(pts[-1]), 0) or _typical_step(pts, stream)
-    duration = float((int(pts[-1]) + last_dur - int(pts[0])) * tb)
+    last = scan.durations.get(int(pts[-1]), 0) or _typical_step(pts, stream)
+    return pts, tb, float((int(pts[-1]) + last - int(pts[0])) * tb)
+
+
+def _timing(stream: av.VideoStream, scan: _Scan) -> tuple[float, float, float]:
+    """(start_time, duration, fps) from the packet timestamps."""
+    pts, tb, duration = _span(stream, scan)
     if duration <= 0:
         raise MediaError("The video has zero duration.")
     return float(pts[0] * tb), duration, _fps(stream, len(scan.pts), duration)
@@ -808,11 +814,8 @@ def _plan(path: PathLike, fps: float) -> _Plan | None:
 
 
 def _grid_plan(stream: av.VideoStream, scan: _Scan, fps: float) -> _Plan:
-    tb = _time_base(stream)
-    pts = np.unique(np.asarray(scan.pts, dtype=np.int64))
-    last = scan.durations.get(int(pts[-1]), 0) or _typical_step(pts, stream)
+    pts, tb, end = _span(stream, scan)
     frame_times = (pts - pts[0]).astype(np.float64) * tb.numerator / tb.denominator
-    end = float((int(pts[-1]) + last - int(pts[0])) * tb)
     times = _grid(end, fps)
     shown = np.searchsorted(frame_times, times + EPS, side="right") - 1
     wanted: dict[int, list[int]] = {}
