@@ -279,13 +279,18 @@ def _segments(
     ]
 
 
+def _walk_range(width: int, height: int, figure_h: float) -> tuple[float, float]:
+    """Where the figure's centre may walk: sampling keeps the centre square of
+    each frame, so the figure stays inside it."""
+    side, margin = min(width, height), 0.3 * figure_h
+    return (width - side) / 2 + margin, (width + side) / 2 - margin
+
+
 def _look(rng: np.random.Generator, size: tuple[int, int]) -> Look:
     width, height = size
     background = int(rng.integers(30, 226))
     figure_h = float(rng.uniform(0.45, 0.7)) * height
-    # Sampling keeps the centre square of each frame: stay inside it.
-    side, margin = min(width, height), 0.3 * figure_h
-    lo, hi = (width - side) / 2 + margin, (width + side) / 2 - margin
+    lo, hi = _walk_range(width, height, figure_h)
     return Look(
         background=background,
         colour=_contrasting_colour(rng, background),
@@ -300,8 +305,7 @@ def _look(rng: np.random.Generator, size: tuple[int, int]) -> Look:
 def _plain_look(size: tuple[int, int]) -> Look:
     width, height = size
     figure_h = 0.6 * height
-    side, margin = min(width, height), 0.3 * figure_h
-    lo, hi = (width - side) / 2 + margin, (width + side) / 2 - margin
+    lo, hi = _walk_range(width, height, figure_h)
     return Look(
         background=200,
         colour=(20, 20, 20),
