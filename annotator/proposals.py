@@ -31,7 +31,7 @@ from annotator.models import (
     Video,
     VideoStatus,
 )
-from annotator.storage import media_path, write_atomically
+from annotator.storage import media_path, onnx_cache_dir, write_atomically
 from training.ml import clip as clipml
 from training.ml import encoders, segments, zeroshot
 
@@ -117,7 +117,7 @@ def _build_encoder(
     dev, backend = key[1], key[2]
     if loaded.device != dev:
         loaded = clipml.load_clip(loaded.name, device=dev)
-    cache = media_path("cache", "onnx")
+    cache = onnx_cache_dir()
     if backend == "auto":
         encoder = encoders.build_image_encoder(loaded, device=dev, cache_dir=cache)
         # It also serves a live version that chose the same backend.

@@ -14,6 +14,12 @@ def media_path(*parts: str | int) -> Path:
     return Path(settings.MEDIA_ROOT).joinpath(*map(str, parts))
 
 
+def onnx_cache_dir() -> Path:
+    """Where the int8 ONNX graphs live: one cache for the proposal workers,
+    the training step and downloads (keyed inside by weights fingerprint)."""
+    return media_path("cache", "onnx")
+
+
 def relative(path: Path) -> str:
     """The path as stored in a FileField (relative to MEDIA_ROOT)."""
     return str(Path(path).resolve().relative_to(Path(settings.MEDIA_ROOT).resolve()))

@@ -30,7 +30,8 @@ import torch
 from django.http import FileResponse
 
 from annotator.access import role_for
-from training import deploy, optimize
+from annotator.storage import onnx_cache_dir
+from training import deploy
 from training.ml import artifacts, encoders, export, runtime
 from training.ml import clip as clipml
 from training.ml.train import predict
@@ -145,7 +146,11 @@ def _stage(version: ModelVersion, stage: Path) -> dict[str, Path]:
     loaded = _load_encoder(version)
     stage.mkdir(parents=True)
     spec = export.export_standalone(
-        loaded, head, stage, int8=_int8_accepted(version), cache_dir=_onnx_cache()
+        loaded,
+        head,
+        stage,
+        int8=_int8_accepted(version),
+        cache_dir=onnx_cache_dir(),
     )
     spec.update(_sampling(version))
     encoder = _encoder_info(version, loaded)
@@ -165,10 +170,6 @@ def _stage(version: ModelVersion, stage: Path) -> dict[str, Path]:
     _json(stage / "SHA256SUMS.json", {k: sha256_file(v) for k, v in files.items()})
     files["SHA256SUMS.json"] = stage / "SHA256SUMS.json"
     return files
-
-
-def _onnx_cache() -> Path:
-    return optimize.onnx_cache_dir()
 
 
 def _load_encoder(version: ModelVersion) -> clipml.LoadedClip:

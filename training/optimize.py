@@ -18,18 +18,13 @@ import numpy as np
 from annotator import proposals
 from annotator.media import SampledFrames
 from annotator.models import Clip
-from annotator.storage import media_path
+from annotator.storage import onnx_cache_dir
 from training import deploy
 from training.ml import clip as clipml
 from training.ml import export
 from training.models import ModelVersion
 
 log = logging.getLogger(__name__)
-
-
-def onnx_cache_dir():
-    """Where the int8 ONNX graphs live: shared with the proposal workers."""
-    return media_path("cache", "onnx")
 
 
 def clip_frames(
