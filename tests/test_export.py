@@ -7,15 +7,11 @@ import threading
 import numpy as np
 import pytest
 import torch
-from django.utils import timezone
 
 from annotator import proposals
-from annotator.demo_videos import ACTION_PROMPTS
-from annotator.ingest import ingest_upload
-from annotator.labels import create_label
 from annotator.media import SampledFrames
-from annotator.models import Clip, ClipStatus, Membership, Project, Role
-from annotator.services import run_video_pipeline
+from annotator.models import Clip, ClipStatus, Project
+from tests.sticks import confirm, ingest_sticks
 from training import optimize, pipeline
 from training.ml import encoders, export
 from training.ml.clip import load_clip
@@ -37,33 +33,10 @@ def _one_thread():
 # --- a small trained project (also used by test_download) ----------------------
 
 
-def _clean_label(clip, segments) -> str | None:
-    for start, end, action in segments:
-        if start - 1e-6 <= clip.start_s and clip.end_s <= end + 1e-6:
-            return action
-    return None
-
-
 def make_stick_project(user, clip_dir, demos, n_videos: int = 2) -> Project:
     """Ingest a few stick-figure videos and confirm every clean clip."""
-    project = Project.objects.create(
-        name="Sticks", slug="sticks", clip_model=str(clip_dir)
-    )
-    Membership.objects.create(project=project, user=user, role=Role.ADMIN)
-    labels = {n: create_label(project, n, p) for n, p in ACTION_PROMPTS.items()}
-    for demo in demos[:n_videos]:
-        video = ingest_upload(project, demo.path, name=demo.path.name, queue=False)
-        assert video.claim()
-        run_video_pipeline(video)
-        for clip in video.clips.all():
-            action = _clean_label(clip, demo.segments)
-            if action:
-                Clip.objects.filter(pk=clip.pk).update(
-                    status=ClipStatus.ACCEPTED,
-                    label=labels[action],
-                    labeled_by=user,
-                    labeled_at=timezone.now(),
-                )
+    project, truth = ingest_sticks(user, clip_dir, demos[:n_videos])
+    confirm(Clip.objects.filter(pk__in=truth), truth, user)
     return project
 
 

@@ -10,11 +10,9 @@ from django.db import IntegrityError
 from django.utils import timezone
 
 from annotator import proposals
-from annotator.demo_videos import ACTION_PROMPTS
-from annotator.ingest import ingest_upload
 from annotator.labels import create_label
-from annotator.models import Clip, ClipStatus, Membership, Project, Role
-from annotator.services import run_video_pipeline
+from annotator.models import Clip
+from tests.sticks import confirm, ingest_sticks
 from training import pipeline
 from training.deploy import scorer_for_version
 from training.ml import artifacts, zeroshot
@@ -27,41 +25,9 @@ pytestmark = pytest.mark.django_db
 FAST = TrainConfig(epochs=8, batch_size=16, patience=0, seed=0)
 
 
-def _clean_label(clip, segments) -> str | None:
-    """The action covering the whole clip, or None if it straddles two."""
-    for start, end, action in segments:
-        if start - 1e-6 <= clip.start_s and clip.end_s <= end + 1e-6:
-            return action
-    return None
-
-
 @pytest.fixture
 def stick_project(user, tiny_clip_dir, plain_demo_videos):
-    project = Project.objects.create(
-        name="Sticks", slug="sticks", clip_model=str(tiny_clip_dir)
-    )
-    Membership.objects.create(project=project, user=user, role=Role.ADMIN)
-    labels = {n: create_label(project, n, p) for n, p in ACTION_PROMPTS.items()}
-    truth = {}
-    for demo in plain_demo_videos:
-        video = ingest_upload(project, demo.path, name=demo.path.name, queue=False)
-        assert video.claim()
-        run_video_pipeline(video)
-        for clip in video.clips.all():
-            action = _clean_label(clip, demo.segments)
-            if action:
-                truth[clip.pk] = labels[action]
-    return project, truth
-
-
-def _confirm(clips, truth, user) -> None:
-    for clip in clips:
-        Clip.objects.filter(pk=clip.pk).update(
-            status=ClipStatus.ACCEPTED,
-            label=truth[clip.pk],
-            labeled_by=user,
-            labeled_at=timezone.now(),
-        )
+    return ingest_sticks(user, tiny_clip_dir, plain_demo_videos)
 
 
 def _run(project, config=FAST) -> TrainingRun:
@@ -81,7 +47,7 @@ def test_training_learns_what_zero_shot_cannot(stick_project, user):
     clips = sorted(Clip.objects.filter(pk__in=truth), key=lambda c: (c.video_id, c.pk))
     videos = sorted({c.video_id for c in clips})
     train_videos = set(videos[: len(videos) // 2])
-    _confirm([c for c in clips if c.video_id in train_videos], truth, user)
+    confirm([c for c in clips if c.video_id in train_videos], truth, user)
     run = _run(project, TrainConfig(seed=0))
     assert run.status == RunStatus.SUCCEEDED, run.error + run.traceback
     assert run.version.is_live  # at least as good as zero-shot on held-out clips
@@ -108,7 +74,7 @@ def test_training_learns_what_zero_shot_cannot(stick_project, user):
 
 def test_run_records_metrics_pictures_and_checksum(stick_project, user, client_in):
     project, truth = stick_project
-    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    confirm(Clip.objects.filter(pk__in=truth), truth, user)
     run = _run(project)
     assert run.status == RunStatus.SUCCEEDED, run.traceback
     m = run.metrics
@@ -126,7 +92,7 @@ def test_run_records_metrics_pictures_and_checksum(stick_project, user, client_i
 
 def test_corrupt_artifact_refuses_to_load(stick_project, user):
     project, truth = stick_project
-    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    confirm(Clip.objects.filter(pk__in=truth), truth, user)
     version = _run(project).version
     weights = Path(version.artifact_dir) / "model.safetensors"
     data = bytearray(weights.read_bytes())
@@ -174,7 +140,7 @@ def test_cancel_stops_a_queued_run(project):
 
 def test_new_label_after_training_gets_zero_shot_weights(stick_project, user):
     project, truth = stick_project
-    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    confirm(Clip.objects.filter(pk__in=truth), truth, user)
     version = _run(project).version
     create_label(project, "kicking", "a person kicking")
     labels = proposals.project_labels(project)
@@ -192,7 +158,7 @@ def test_one_label_is_refused_with_a_reason(stick_project, user):
     project, truth = stick_project
     walking = project.labels.get(name="walking")
     one = [c for c in Clip.objects.filter(pk__in=truth) if truth[c.pk] == walking]
-    _confirm(one, truth, user)
+    confirm(one, truth, user)
     run = _run(project)
     assert run.status == RunStatus.FAILED
     assert "label" in run.error.lower()
@@ -201,7 +167,7 @@ def test_one_label_is_refused_with_a_reason(stick_project, user):
 
 def test_admin_force_live_and_rollback(stick_project, user, admin_client):
     project, truth = stick_project
-    _confirm(Clip.objects.filter(pk__in=truth), truth, user)
+    confirm(Clip.objects.filter(pk__in=truth), truth, user)
     first = _run(project).version
     _run(project)  # a second version, live or not
     admin_client.post(
